@@ -1,0 +1,29 @@
+"""Fixtures shared by the whole suite: an isolated data root and the real-data sample mirror."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from prixlm_model.config import PROJECT_ROOT, Settings, load_settings
+
+
+@pytest.fixture(scope="session")
+def sample_mirror(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The DBP15K-derived mirror (both layouts, two versions), built once per test session."""
+    from jobs.sample_mirror import build
+
+    settings = load_settings().sample.model_copy(update={"mirror_dir": tmp_path_factory.mktemp("mirror") / "mirror"})
+    return build(settings)
+
+
+@pytest.fixture
+def settings(tmp_path: Path, sample_mirror: Path) -> Settings:
+    """Settings whose data root is a fresh temporary folder and whose mirror is the sample."""
+    return load_settings(
+        {
+            "paths": {"data_root": str(tmp_path / "var"), "cache_dir": str(PROJECT_ROOT / "var" / "cache")},
+            "acquire": {"source": "mirror", "mirror_url": str(sample_mirror / "databus/dbpedia/generic"), "backoff_s": 0.01},
+        }
+    )
