@@ -40,7 +40,7 @@ def check_safe_name(value: str, what: str) -> str:
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, validate_default=True)
 
 
 class PathsSettings(_Section):
@@ -117,6 +117,37 @@ class AcquireSettings(_Section):
         return self.mirror_layout, str(folder if folder.is_absolute() else (PROJECT_ROOT / folder).resolve())
 
 
+class ParseSettings(_Section):
+    max_line_bytes: int = Field(100_000, gt=0)  # longer lines are rejected as too_long by length, before any regex (FAULTS case 17)
+    languages: list[str] = Field(default_factory=lambda: list(LANGUAGE_CODES))  # chapters kept; other chapter codes count as unknown_chapter (FAULTS case 19)
+    chapter_map: dict[str, str] = Field(default_factory=dict)  # chapter code -> kept code before that check, e.g. {"simple": "en"}; empty: unknown codes are skipped
+    foreign_hosts: list[str] = Field(default_factory=lambda: ["wikidata"])  # <x>.dbpedia.org hosts that are not Wikipedia chapters: their IRIs count as foreign
+    ontology: Path = Field(Path("../shared/data/dbpedia-extraction-framework/dbpedia.owl.xz"), validate_default=True)  # DBpedia ontology (RDF/XML, .xz or plain): rdfs:labels name dbo: relations
+    decompress_workers: int = Field(0, ge=0)  # threads decompressing .bz2/.gz/.xz inputs to plain staging files; 0: one per CPU
+    require_framing: bool = False  # fail a file that lacks DBpedia's first "# started" / last "# completed" line (always reported in stats.json)
+
+    @field_validator("languages")
+    @classmethod
+    def _known_languages(cls, value: list[str]) -> list[str]:
+        unknown = [code for code in value if code not in LANGUAGE_CODES]
+        if unknown or not value:
+            raise ValueError(f"unknown or no language code(s) {unknown}; known: {' '.join(LANGUAGE_CODES)}")
+        return value
+
+    @field_validator("chapter_map")
+    @classmethod
+    def _known_targets(cls, value: dict[str, str]) -> dict[str, str]:
+        unknown = sorted(target for target in value.values() if target not in LANGUAGE_CODES)
+        if unknown:
+            raise ValueError(f"chapter_map maps to unknown language code(s) {unknown}")
+        return value
+
+    @field_validator("ontology")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        return value if value.is_absolute() else (PROJECT_ROOT / value).resolve()
+
+
 class SampleSettings(_Section):
     dbp15k_dir: Path = Path("../shared/data/dbp15k-jape/fr_en")  # real DBpedia 2016-04 facts and links (fr, en)
     mirror_dir: Path = Path("var/mirror")  # where the sample mirror is written
@@ -179,6 +210,7 @@ class Settings(BaseSettings):
     paths: PathsSettings = Field(default_factory=PathsSettings)
     acquire: AcquireSettings = Field(default_factory=AcquireSettings)
     sample: SampleSettings = Field(default_factory=SampleSettings)
+    parse: ParseSettings = Field(default_factory=ParseSettings)
     model: ModelSettings = Field(default_factory=ModelSettings)
     spark: SparkSettings = Field(default_factory=SparkSettings)
     mlflow: MlflowSettings = Field(default_factory=MlflowSettings)
@@ -202,3 +234,59 @@ def load_settings(overrides: dict[str, Any] | None = None) -> Settings:
     Raises ``ValueError`` (pydantic's ``ValidationError``) naming the setting when a value is bad.
     """
     return Settings(**(overrides or {}))
+
+
+# The DAG's Params: a flat name for the trigger form, and the setting it overrides. The JSON
+# schema of each Param is the setting's own (type, enum, bounds), so the form rejects what
+# load_settings would reject (FAULTS 29).
+DAG_PARAMS: dict[str, str] = {
+    "release": "acquire.release",
+    "languages": "acquire.languages",
+    "source": "acquire.source",
+    "mirror_url": "acquire.mirror_url",
+    "mirror_layout": "acquire.mirror_layout",
+}
+
+
+def param_schemas(settings: Settings | None = None) -> dict[str, dict[str, Any]]:
+    """JSON schema and default for each DAG Param, derived from the settings' declared types."""
+    settings = settings or load_settings()
+    schemas = {}
+    for name, dotted in DAG_PARAMS.items():
+        section, field = dotted.split(".")
+        model = getattr(settings, section)
+        schema = dict(type(model).model_json_schema()["properties"][field])
+        schema.pop("title", None)
+        schema["default"] = getattr(model, field)
+        if name == "languages":
+            schema["items"] = {"type": "string", "enum": list(LANGUAGE_CODES)}
+            schema["minItems"] = 1
+        if name == "release":
+            schema["pattern"] = SAFE_NAME.pattern
+        schema["description"] = f"`{dotted}` — {FIELD_COMMENTS.get(dotted, '')}".rstrip(" —")
+        schemas[name] = schema
+    return schemas
+
+
+def overrides_from_params(params: dict[str, Any]) -> dict[str, Any]:
+    """Turn a DAG run's Params into the nested overrides ``load_settings`` takes."""
+    overrides: dict[str, Any] = {}
+    for name, value in params.items():
+        if name in DAG_PARAMS and value is not None:
+            section, field = DAG_PARAMS[name].split(".")
+            overrides.setdefault(section, {})[field] = value
+    return overrides
+
+
+def _field_comments() -> dict[str, str]:
+    """The comment after each field's default in this file: the help text for the trigger form."""
+    comments, section = {}, None
+    for line in Path(__file__).read_text().splitlines():
+        if match := re.match(r"^class (\w+)Settings\(_Section\)", line):
+            section = match.group(1).lower()
+        elif section and (match := re.match(r"^    (\w+): .*?  # (.+)$", line)):
+            comments[f"{section}.{match.group(1)}"] = match.group(2)
+    return comments
+
+
+FIELD_COMMENTS = _field_comments()

@@ -1,0 +1,63 @@
+"""The environment the services run in (Airflow, Spark, MLflow, DeepSpeed), derived from the config.
+
+Why: the Makefile, the tests and a user's shell must start Airflow and friends identically, with
+every state folder under the data root. ``python -m prixlm_model.runtime CMD …`` runs CMD in that
+environment; ``python -m prixlm_model.runtime --print`` prints it as shell exports.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import sys
+from pathlib import Path
+
+from prixlm_model.config import PROJECT_ROOT, Settings, load_settings
+
+
+def service_environment(settings: Settings, base: dict[str, str] | None = None) -> dict[str, str]:
+    """``base`` (default: this process's environment) plus the project's service variables."""
+    env = dict(os.environ if base is None else base)
+    root = settings.paths.data_root
+    airflow_home = root / "airflow"
+    venv_bin = Path(sys.executable).parent
+    for folder in (airflow_home, root / "tmp"):
+        folder.mkdir(parents=True, exist_ok=True)
+    env.update(
+        {
+            "AIRFLOW_HOME": str(airflow_home),
+            "AIRFLOW_CONFIG": str(PROJECT_ROOT / "airflow.cfg"),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT_ROOT / "dags"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{airflow_home / 'airflow.db'}",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(airflow_home / "simple_auth_manager_passwords.json.generated"),
+            # A JSON connection: the URI form spark://local[*] silently becomes master "yarn".
+            "AIRFLOW_CONN_SPARK_DEFAULT": json.dumps({"conn_type": "spark", "host": settings.spark.master}),
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH", "")])),
+            "PATH": os.pathsep.join([str(venv_bin), env.get("PATH", "")]),  # spark-submit, deepspeed, airflow
+            "TMPDIR": str(root / "tmp"),  # MLflow and Spark write lock and scratch files here
+            "TORCH_EXTENSIONS_DIR": str(settings.paths.cache_dir / "torch_extensions"),
+            "MLFLOW_TRACKING_URI": settings.mlflow.resolved_uri(),
+            "SPARK_LOCAL_IP": "127.0.0.1",
+            "PYSPARK_PYTHON": sys.executable,
+        }
+    )
+    if settings.model.hub_offline:
+        env.update({"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
+    # Every PRIXLM_* variable reaches the task processes unchanged, so they load the same settings.
+    return env
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    env = service_environment(load_settings())
+    if not argv or argv == ["--print"]:
+        for key in sorted(set(env) - set(os.environ) | {k for k in env if env[k] != os.environ.get(k)}):
+            print(f"export {key}={shlex.quote(env[key])}")
+        return
+    os.execvpe(argv[0], argv, env)
+
+
+if __name__ == "__main__":
+    main()
