@@ -61,3 +61,48 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+CODE_PACKAGES = ("jobs", "prixlm_model", "sql")
+
+
+def code_archive(settings: Settings) -> Path:
+    """Zip the project's packages for ``--py-files``, so Spark executors on other hosts import them.
+
+    Rewritten only when a source file is newer than the archive; written atomically.
+    """
+    import zipfile
+
+    target = settings.paths.cache_dir / "pyfiles" / "prixlm.zip"
+    sources = [p for package in CODE_PACKAGES for p in sorted((PROJECT_ROOT / package).rglob("*")) if p.is_file() and "__pycache__" not in p.parts]
+    if target.exists() and all(p.stat().st_mtime <= target.stat().st_mtime for p in sources):
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    with zipfile.ZipFile(temporary, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path in sources:
+            archive.write(path, path.relative_to(PROJECT_ROOT).as_posix())
+    os.replace(temporary, target)
+    return target
+
+
+def spark_job_kwargs(settings: Settings, job: str, release: str, dag_run_id: str) -> dict:
+    """Arguments of a ``SparkSubmitOperator`` that runs ``jobs/<job>.py`` through ``spark_default``.
+
+    ``release`` and ``dag_run_id`` may be Jinja templates; the master comes from the connection.
+    """
+    return {
+        "application": str(PROJECT_ROOT / "jobs" / f"{job}.py"),
+        "conn_id": "spark_default",
+        "name": f"prixlm-{job}",
+        "py_files": str(settings.paths.cache_dir / "pyfiles" / "prixlm.zip"),
+        "application_args": ["--release", release, "--dag-run-id", dag_run_id],
+        "driver_memory": settings.spark.driver_memory,
+        "conf": {
+            "spark.driver.host": "127.0.0.1",
+            "spark.driver.bindAddress": "127.0.0.1",
+            "spark.ui.enabled": "false",
+            "spark.ui.showConsoleProgress": "false",
+            "spark.sql.shuffle.partitions": str(settings.spark.shuffle_partitions),
+        },
+    }

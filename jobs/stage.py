@@ -1,0 +1,114 @@
+"""What every stage shares: its Spark session, its release, and its atomic output folder.
+
+Why: each stage reads the previous stage's output for one release and writes its own, so that a
+re-run replaces (never duplicates) and a reader never sees half an output. The contract is one
+folder per stage and release, written under a hidden staging name and renamed into place with a
+``_SUCCESS`` marker and a ``stats.json``; readers call ``require_complete``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+from prixlm_model.config import Settings, check_safe_name
+
+log = logging.getLogger(__name__)
+
+
+class StageInputError(RuntimeError):
+    """A stage's input is missing or incomplete; the message names the folder."""
+
+
+def is_complete(folder: Path) -> bool:
+    """Whether a stage output folder was written to the end."""
+    return (folder / "_SUCCESS").is_file() and (folder / "stats.json").is_file()
+
+
+def require_complete(folder: Path, producer: str) -> Path:
+    """Return ``folder`` if complete, else fail naming it and the job that makes it."""
+    if not is_complete(folder):
+        raise StageInputError(f"{folder}: missing or incomplete (no _SUCCESS); run `python -m jobs.{producer}` first")
+    return folder
+
+
+def read_stats(folder: Path) -> dict[str, Any]:
+    return json.loads((folder / "stats.json").read_text())
+
+
+def latest_release(settings: Settings, stage: str) -> str:
+    """The release of the newest complete output of ``stage`` (what "latest" means downstream)."""
+    from jobs.databus import version_key
+
+    root = settings.paths.data_root / stage
+    done = [p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and is_complete(p)] if root.is_dir() else []
+    if stage == "raw":
+        done = [p.name for p in root.iterdir() if (p / "manifest.json").is_file()] if root.is_dir() else []
+    if not done:
+        raise StageInputError(f"no complete release under {root}")
+    return max(done, key=lambda name: (version_key(name) is not None, version_key(name) or (), name))
+
+
+def resolve_release(settings: Settings, release: str | None, upstream: str) -> str:
+    """The release to work on: as given, or for ``latest``/None the newest complete ``upstream`` one."""
+    release = release or settings.acquire.release
+    if release == "latest":
+        return latest_release(settings, upstream)
+    return check_safe_name(release, "release")
+
+
+@contextmanager
+def atomic_output(target: Path) -> Iterator[Path]:
+    """Yield a staging folder next to ``target``; on success it replaces ``target`` whole.
+
+    The caller writes ``stats.json`` into it; ``_SUCCESS`` is written here, last. A failure
+    leaves ``target`` as it was and removes the staging folder.
+    """
+    target.parent.mkdir(parents=True, exist_ok=True)
+    for stale in target.parent.glob(f".{target.name}.tmp-*"):  # left by a run that was killed
+        shutil.rmtree(stale, ignore_errors=True)
+    staging = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:12]}"
+    staging.mkdir()
+    try:
+        yield staging
+        if not (staging / "stats.json").is_file():
+            raise RuntimeError(f"{target}: the stage wrote no stats.json")
+        (staging / "_SUCCESS").write_text("")
+        retired = None
+        if target.exists():
+            retired = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
+            target.rename(retired)
+        staging.rename(target)
+        if retired is not None:
+            shutil.rmtree(retired, ignore_errors=True)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def write_stats(folder: Path, stats: dict[str, Any]) -> None:
+    (folder / "stats.json").write_text(json.dumps(stats, indent=1, sort_keys=True, ensure_ascii=False))
+
+
+def spark_session(settings: Settings, app: str, master: str | None = None):
+    """The job's session; under spark-submit (Airflow's operator) the submitted master wins."""
+    from pyspark.sql import SparkSession
+
+    builder = SparkSession.builder.appName(f"prixlm-{app}")
+    if master or "PYSPARK_GATEWAY_PORT" not in os.environ:
+        builder = (
+            builder.master(master or settings.spark.master)
+            .config("spark.driver.memory", settings.spark.driver_memory)
+            .config("spark.driver.host", "127.0.0.1")
+            .config("spark.driver.bindAddress", "127.0.0.1")
+            .config("spark.ui.enabled", "false")
+        )
+    builder = builder.config("spark.ui.showConsoleProgress", "false")
+    builder = builder.config("spark.sql.shuffle.partitions", str(settings.spark.shuffle_partitions))
+    return builder.getOrCreate()
