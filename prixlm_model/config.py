@@ -184,9 +184,54 @@ class ModelSettings(_Section):
         return self
 
 
+class EvalSettings(_Section):
+    beam_size: int = Field(50, ge=1)  # K of Algorithm 1: hypotheses kept per step and query, by summed NLL
+    max_test_queries: int = Field(1000, ge=0)  # test triples evaluated per language (a fixed hash-ordered sample); 0: all
+    queries_per_batch: int = Field(8, ge=1)  # queries decoded together: every hypothesis of all of them in one forward per step
+    head_rows: int = Field(128, ge=1)  # hypotheses per chunk of the 250k-row LM head, bounding the logits' memory
+    filter_in_search: bool = False  # also remove known true objects (other than the gold) from the trie during the search, not only from the ranked list
+    precision: Literal["fp32", "bf16"] = "fp32"  # fp32: exact (the reference); bf16: autocast encoder and head, faster, top-10 agreement reported by the benchmark
+    hits_at: list[int] = Field(default_factory=lambda: [1, 3, 10])  # the k of the Hits@k columns
+    baselines: list[Literal["TransE", "RotatE"]] = Field(default_factory=lambda: ["TransE", "RotatE"])  # PyKEEN models trained on the same split
+    baseline_dim: int = Field(200, ge=2)  # embedding dimension (RotatE: complex, so 2x real numbers)
+    baseline_max_epochs: int = Field(500, ge=1)  # upper bound; early stopping on validation tail MRR ends training sooner
+    baseline_eval_every: int = Field(10, ge=1)  # epochs between validation evaluations
+    baseline_patience: int = Field(3, ge=1)  # validations without a relative MRR gain of baseline_min_delta before stopping
+    baseline_min_delta: float = Field(0.01, ge=0)  # relative validation MRR improvement that counts as progress
+    baseline_batch_size: int = Field(1024, ge=1)  # training batch size
+    baseline_lr: float = Field(0.001, gt=0)  # Adam learning rate
+    baseline_negatives: int = Field(16, ge=1)  # negative samples per positive (basic sampler, corrupting heads and tails)
+    seed: int = 1234  # baseline training seed
+
+    @field_validator("hits_at")
+    @classmethod
+    def _positive_ks(cls, value: list[int]) -> list[int]:
+        if not value or any(k < 1 for k in value):
+            raise ValueError("eval.hits_at needs at least one k, each >= 1")
+        return sorted(set(value))
+
+
 class SparkSettings(_Section):
     master: str = "local[*]"  # used when a job runs outside Airflow; under Airflow the spark_default connection wins
-    driver_memory: str = "2g"
+    driver_memory: str = "2g"  # spark.driver.memory (local mode runs everything in the driver)
+    shuffle_partitions: int = Field(8, ge=1)  # spark.sql.shuffle.partitions: small data here, raise on a cluster
+
+
+class PrepareSettings(_Section):
+    max_tokens: int = Field(30, gt=4)  # sequences of this many tokens or more are dropped (paper: <1.3% of them)
+    seed: int = 42  # with the release, fixes which triples are held out
+    test_share: float = Field(0.10, gt=0, lt=1)  # share of each evaluated language's triples held out for link prediction
+    valid_share: float = Field(0.01, ge=0, lt=1)  # share of the remaining triples kept for validation
+    link_test_share: float = Field(0.10, ge=0, lt=1)  # share of link pairs held out for entity linking
+    eval_languages: list[str] = Field(default_factory=list)  # languages with a test split; empty: every acquired language
+
+    @field_validator("eval_languages")
+    @classmethod
+    def _known_eval_languages(cls, value: list[str]) -> list[str]:
+        unknown = [code for code in value if code not in LANGUAGE_CODES]
+        if unknown:
+            raise ValueError(f"unknown language code(s) {unknown}")
+        return value
 
 
 class MlflowSettings(_Section):
@@ -202,6 +247,64 @@ class MlflowSettings(_Section):
         return f"sqlite:///{path}"
 
 
+class TrainSettings(_Section):
+    zero_stage: int = Field(1, ge=0, le=2)  # DeepSpeed ZeRO stage; bf16 needs 1 or 2 (bf16 with ZeRO-0 trained worse, DESIGN.md)
+    precision: Literal["bf16", "fp32"] = "bf16"  # bf16 mixed precision (fp32 master weights) or plain fp32
+    micro_batch: int = Field(32, ge=1)  # sequences per forward/backward on one process
+    global_batch: int = Field(1024, ge=1)  # sequences per optimizer step over all processes (paper: 1,024); micro_batch x world size must divide it
+    lr: float = Field(5e-5, gt=0)  # peak learning rate (paper)
+    betas: tuple[float, float] = (0.9, 0.98)  # Adam beta1, beta2 (paper)
+    adam_eps: float = Field(1e-6, gt=0)  # Adam epsilon, as XLM-R's optimisation settings
+    weight_decay: float = Field(0.01, ge=0)  # decoupled weight decay (AdamW), as XLM-R; none on biases and LayerNorm
+    warmup_ratio: float = Field(0.06, ge=0, lt=1)  # share of steps with a linear warm-up, then linear decay to 0 (paper: 6%)
+    dropout: float = Field(0.1, ge=0, lt=1)  # dropout on hidden states and attention weights (paper)
+    epochs: int = Field(5, ge=1)  # passes over the training shards (paper: 5)
+    max_steps: int | None = Field(None, ge=1)  # cap on optimizer steps; the lr schedule then spans the capped run
+    seed: int = 42  # data order, dropout and new rows; each process adds its rank for dropout
+    checkpoint_every: int = Field(500, ge=1)  # save a DeepSpeed checkpoint every N optimizer steps (and at the end)
+    keep_checkpoints: int = Field(2, ge=1)  # complete checkpoints kept; older ones are deleted after a newer one is complete
+    gradient_clipping: float = Field(1.0, ge=0)  # clip the global gradient norm to this; 0: no clipping
+    nonfinite: Literal["stop", "skip"] = "stop"  # a NaN/inf loss stops the run naming step and batch, or skips that batch and counts it
+    max_skipped: int = Field(10, ge=0)  # with nonfinite = "skip": stop anyway after this many skipped batches
+    kinds: list[Literal["triple", "link"]] = Field(default_factory=lambda: ["triple", "link"])  # sequence kinds trained on
+    single_language: str | None = None  # Prix-LM (Single): train only on this language's triples (links are dropped)
+    attention: Literal["sdpa", "eager"] = "sdpa"  # attention kernel; the mask is built for either
+
+    @field_validator("single_language")
+    @classmethod
+    def _known_language(cls, value: str | None) -> str | None:
+        if value is not None and value not in LANGUAGE_CODES:
+            raise ValueError(f"unknown language code {value!r}; known: {' '.join(LANGUAGE_CODES)}")
+        return value
+
+    @field_validator("betas")
+    @classmethod
+    def _betas_in_range(cls, value: tuple[float, float]) -> tuple[float, float]:
+        if not all(0 <= beta < 1 for beta in value):
+            raise ValueError(f"Adam betas must lie in [0, 1), got {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _batches_fit(self) -> "TrainSettings":
+        if self.global_batch % self.micro_batch:
+            raise ValueError(f"train.global_batch ({self.global_batch}) must be a multiple of train.micro_batch ({self.micro_batch})")
+        if self.precision == "bf16" and self.zero_stage == 0:
+            raise ValueError("train.precision = 'bf16' needs train.zero_stage 1 or 2 (bf16 with ZeRO-0 trains worse)")
+        if not self.kinds:
+            raise ValueError("train.kinds must name at least one kind")
+        return self
+
+    def accumulation(self, world_size: int) -> int:
+        """Micro-batches per optimizer step on each of ``world_size`` processes."""
+        per_step = self.micro_batch * world_size
+        if self.global_batch % per_step:
+            raise ValueError(
+                f"train.global_batch ({self.global_batch}) is not a multiple of train.micro_batch x world size "
+                f"({self.micro_batch} x {world_size}); lower train.micro_batch or change train.global_batch"
+            )
+        return self.global_batch // per_step
+
+
 class Settings(BaseSettings):
     """The resolved configuration; ``load_settings`` is the way to get one."""
 
@@ -212,8 +315,11 @@ class Settings(BaseSettings):
     sample: SampleSettings = Field(default_factory=SampleSettings)
     parse: ParseSettings = Field(default_factory=ParseSettings)
     model: ModelSettings = Field(default_factory=ModelSettings)
+    eval: EvalSettings = Field(default_factory=EvalSettings)
     spark: SparkSettings = Field(default_factory=SparkSettings)
+    prepare: PrepareSettings = Field(default_factory=PrepareSettings)
     mlflow: MlflowSettings = Field(default_factory=MlflowSettings)
+    train: TrainSettings = Field(default_factory=TrainSettings)
 
     @classmethod
     def settings_customise_sources(
