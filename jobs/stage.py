@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import shutil
+import sys
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
@@ -100,6 +101,8 @@ def spark_session(settings: Settings, app: str, master: str | None = None):
     """The job's session; under spark-submit (Airflow's operator) the submitted master wins."""
     from pyspark.sql import SparkSession
 
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     builder = SparkSession.builder.appName(f"prixlm-{app}")
     if master or "PYSPARK_GATEWAY_PORT" not in os.environ:
         builder = (
@@ -109,6 +112,7 @@ def spark_session(settings: Settings, app: str, master: str | None = None):
             .config("spark.driver.bindAddress", "127.0.0.1")
             .config("spark.ui.enabled", "false")
         )
-    builder = builder.config("spark.ui.showConsoleProgress", "false")
+    # Python workers must run this interpreter (the venv's), whoever started the job.
+    builder = builder.config("spark.ui.showConsoleProgress", "false").config("spark.pyspark.python", sys.executable)
     builder = builder.config("spark.sql.shuffle.partitions", str(settings.spark.shuffle_partitions))
     return builder.getOrCreate()
