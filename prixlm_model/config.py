@@ -154,6 +154,7 @@ class SampleSettings(_Section):
     versions: list[str] = Field(default_factory=lambda: ["2016.04.01", "2016.10.01"])  # published Databus versions
     classic_releases: list[str] = Field(default_factory=lambda: ["2016-04", "2016-10"])  # the same, classic names
     older_share: float = Field(0.9, gt=0, le=1)  # share of facts in the older version (the newer has all)
+    max_facts: int = Field(0, ge=0)  # facts (and links) per chapter in the mirror; 0: all of DBP15K (a small mirror makes quick tests)
 
     @field_validator("dbp15k_dir", "mirror_dir")
     @classmethod
@@ -235,7 +236,7 @@ class PrepareSettings(_Section):
 
 
 class MlflowSettings(_Section):
-    tracking_uri: str = "var/mlflow/mlflow.db"  # a sqlite file (relative to the project root) or an http(s) URI
+    tracking_uri: str = ""  # an http(s) URI or a sqlite file path; empty: <data_root>/mlflow/mlflow.db
     experiment: str = "prix-lm"
 
     def resolved_uri(self) -> str:
@@ -244,6 +245,7 @@ class MlflowSettings(_Section):
             return self.tracking_uri
         path = Path(self.tracking_uri)
         path = path if path.is_absolute() else PROJECT_ROOT / path
+        path.parent.mkdir(parents=True, exist_ok=True)
         return f"sqlite:///{path}"
 
 
@@ -320,6 +322,12 @@ class Settings(BaseSettings):
     prepare: PrepareSettings = Field(default_factory=PrepareSettings)
     mlflow: MlflowSettings = Field(default_factory=MlflowSettings)
     train: TrainSettings = Field(default_factory=TrainSettings)
+
+    @model_validator(mode="after")
+    def _mlflow_under_data_root(self) -> "Settings":
+        if not self.mlflow.tracking_uri:
+            self.mlflow.tracking_uri = str(self.paths.data_root / "mlflow" / "mlflow.db")
+        return self
 
     @classmethod
     def settings_customise_sources(

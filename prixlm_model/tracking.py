@@ -22,13 +22,26 @@ STAGE_TAG = "prixlm.stage"
 PARENT_TAG = "mlflow.parentRunId"
 
 
+def artifact_location(settings: Settings) -> str:
+    """Where a database-backed store keeps artifacts: under the data root, not ./mlruns of the task's folder."""
+    return (settings.paths.data_root / "mlflow" / "artifacts").as_uri()
+
+
 def _client(settings: Settings):
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri=settings.mlflow.resolved_uri())
+    uri = settings.mlflow.resolved_uri()
+    client = MlflowClient(tracking_uri=uri)
     experiment = client.get_experiment_by_name(settings.mlflow.experiment)
-    experiment_id = experiment.experiment_id if experiment else client.create_experiment(settings.mlflow.experiment)
-    return client, experiment_id
+    if experiment is not None:
+        return client, experiment.experiment_id
+    location = artifact_location(settings) if uri.startswith("sqlite:") else None
+    return client, client.create_experiment(settings.mlflow.experiment, artifact_location=location)
+
+
+def experiment_id(settings: Settings) -> str:
+    """The project's experiment, created on first use."""
+    return _client(settings)[1]
 
 
 def _find_or_create(client, experiment_id: str, tags: dict[str, str], name: str) -> str:
