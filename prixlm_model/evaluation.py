@@ -1,0 +1,233 @@
+"""Filtered link-prediction evaluation of Prix-LM: Hits@k and MRR over the test triples of a language.
+
+Why here and how:
+
+- Each test triple ``(s, p, o)`` is the query ``(s, p, ?)``, decoded by
+  ``decoding.constrained_beam_search`` over the language's entity trie (its candidates).
+- Filtered setting (as in the released ``lp.py``): every known true object of ``(s, p)``
+  (train, valid and test, from the split's ``known/``) other than the gold is removed from the
+  ranked list. With ``filter_in_search`` it is also removed from the trie while searching, so it
+  takes no beam place; that changes which hypotheses survive, and so can change ranks.
+- Surface names: entities sharing a name share one trie leaf, which the model cannot tell apart.
+  A leaf is one candidate: the gold is found when its leaf is, and a leaf is filtered when it
+  holds a known true object and not the gold. (With unique names this is exactly per-entity
+  filtering; the released code, which works on names, does the same.)
+- Rank: the gold's position among unfiltered leaves by summed NLL; infinite (reciprocal 0, a
+  miss for every Hits@k) when the search never completes the gold, or when the gold is not a
+  candidate at all (counted apart). Tie policy: realistic (PyKEEN's default, as our baselines),
+  ``1 + better + equal / 2`` with ``equal`` the other leaves at exactly the gold's NLL.
+- Results carry ``filter_hash``, the SHA-256 of the sorted known triples used, so two tables can
+  be checked to use the same filter set.
+
+Inputs are pyarrow tables with the split job's columns: test ``s_iri, p_iri, o_iri, s, p, o,
+lang``; known ``s_iri, p_iri, o_iri``; entities ``iri, name``. ``read_split`` loads them from
+``<data_root>/split/<release>/``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+import torch
+from transformers import PreTrainedTokenizerFast, XLMRobertaForCausalLM
+
+from prixlm_model.config import EvalSettings
+from prixlm_model.decoding import Ranked, StepTimes, constrained_beam_search
+from prixlm_model.tokenization import END, name_ids, query_prefix
+from prixlm_model.trie import EntityTrie
+
+TIE_POLICY = "realistic"
+TOP_LISTED = 10  # filtered top predictions kept per query in the per-query table
+
+
+@dataclass(frozen=True)
+class SplitTables:
+    """One language's evaluation inputs."""
+
+    test: pa.Table  # s_iri, p_iri, o_iri, s, p, o, lang
+    known: pa.Table  # s_iri, p_iri, o_iri: every true triple (train, valid, test)
+    entities: pa.Table  # iri, name: the candidate objects
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """A language's candidate entities: the trie over their names, and entity number <-> IRI."""
+
+    trie: EntityTrie
+    iris: list[str]
+    number: dict[str, int]
+
+    def leaf_of(self, iri: str) -> int | None:
+        entity = self.number.get(iri)
+        return None if entity is None else int(self.trie.entity_leaf[entity])
+
+
+@dataclass
+class LinkPredictionResult:
+    metrics: dict[str, float | int | str | bool]
+    per_query: pa.Table  # s_iri, p_iri, o_iri, rank, gold_nll, top (filtered, first IRI of each leaf)
+    times: StepTimes = field(default_factory=StepTimes)
+
+
+def read_split(data_root: str | Path, release: str, lang: str) -> SplitTables:
+    """Read ``split/<release>/{test/lang=<lang>, known, entities/lang=<lang>}`` (Parquet, hive partitions)."""
+    root = Path(data_root) / "split" / release
+
+    def read(path: Path) -> pa.Table:
+        if not path.is_dir():
+            raise FileNotFoundError(f"{path}: the split job has not written it")
+        return ds.dataset(path, format="parquet", partitioning="hive").to_table()
+
+    known = read(root / "known")
+    if "lang" in known.column_names:
+        known = known.filter(ds.field("lang") == lang)
+    return SplitTables(read(root / "test" / f"lang={lang}"), known, read(root / "entities" / f"lang={lang}"))
+
+
+def build_candidates(tokenizer: PreTrainedTokenizerFast, entities: pa.Table) -> Candidates:
+    """The candidate trie of an ``iri, name`` table (an IRI listed twice counts once)."""
+    iris, names = [], []
+    number: dict[str, int] = {}
+    for iri, name in zip(entities.column("iri").to_pylist(), entities.column("name").to_pylist()):
+        if iri not in number:
+            number[iri] = len(iris)
+            iris.append(iri)
+            names.append(name)
+    return Candidates(EntityTrie.build(name_ids(tokenizer, names), END), iris, number)
+
+
+def known_objects(known: pa.Table) -> dict[tuple[str, str], set[str]]:
+    """Every true object per ``(s_iri, p_iri)``."""
+    objects: dict[tuple[str, str], set[str]] = defaultdict(set)
+    for s, p, o in zip(*(known.column(name).to_pylist() for name in ("s_iri", "p_iri", "o_iri"))):
+        objects[(s, p)].add(o)
+    return objects
+
+
+def filter_hash(known: pa.Table) -> str:
+    """SHA-256 of the sorted, distinct known triples: identifies the filter set of a result."""
+    lines = sorted({"\t".join(row) for row in zip(*(known.column(name).to_pylist() for name in ("s_iri", "p_iri", "o_iri")))})
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+
+
+def sample_queries(test: pa.Table, cap: int) -> pa.Table:
+    """At most ``cap`` test triples (0: all), chosen by a hash of the triple: the same sample
+    whatever the row order, and nested (a larger cap keeps the smaller cap's triples)."""
+    if cap == 0 or test.num_rows <= cap:
+        return test
+    keys = [hashlib.sha1(f"{s}\t{p}\t{o}".encode()).digest() for s, p, o in zip(*(test.column(n).to_pylist() for n in ("s_iri", "p_iri", "o_iri")))]
+    chosen = sorted(range(test.num_rows), key=keys.__getitem__)[:cap]
+    return test.take(sorted(chosen))
+
+
+def filtered_rank(ranked: Ranked, gold_leaf: int | None, filtered_leaves: set[int]) -> float:
+    """The gold's realistic rank among unfiltered leaves of ``ranked``; ``inf`` if it is absent."""
+    gold_nll = next((nll for leaf, nll in ranked if leaf == gold_leaf), None)
+    if gold_nll is None:
+        return math.inf
+    others = [nll for leaf, nll in ranked if leaf != gold_leaf and leaf not in filtered_leaves]
+    better = sum(nll < gold_nll for nll in others)
+    equal = sum(nll == gold_nll for nll in others)
+    return 1 + better + equal / 2
+
+
+def ranking_metrics(ranks: Sequence[float], hits_at: Sequence[int]) -> dict[str, float]:
+    """Hits@k (share of ranks <= k) and MRR (mean of 1/rank, 0 for an infinite rank)."""
+    if not ranks:
+        return {**{f"hits@{k}": 0.0 for k in hits_at}, "mrr": 0.0}
+    metrics = {f"hits@{k}": sum(rank <= k for rank in ranks) / len(ranks) for k in hits_at}
+    metrics["mrr"] = sum(1 / rank for rank in ranks) / len(ranks)
+    return metrics
+
+
+def evaluate_link_prediction(
+    model: XLMRobertaForCausalLM,
+    tokenizer: PreTrainedTokenizerFast,
+    tables: SplitTables,
+    settings: EvalSettings,
+    candidates: Candidates | None = None,
+) -> LinkPredictionResult:
+    """Decode the (capped) test queries and score them in the filtered setting.
+
+    Without ``filter_in_search`` a query ``(s, p)`` is decoded once however many test triples
+    share it; with it, once per triple, since each gold leaves a different set filtered.
+    """
+    started = time.perf_counter()
+    candidates = candidates or build_candidates(tokenizer, tables.entities)
+    test = sample_queries(tables.test, settings.max_test_queries)
+    truths = known_objects(tables.known)
+    rows = list(zip(*(test.column(name).to_pylist() for name in ("s_iri", "p_iri", "o_iri", "s", "p"))))
+
+    gold_leaves, filtered = [], []
+    for s_iri, p_iri, o_iri, _, _ in rows:
+        gold_leaf = candidates.leaf_of(o_iri)
+        leaves = {candidates.leaf_of(o) for o in truths.get((s_iri, p_iri), set()) - {o_iri}}
+        gold_leaves.append(gold_leaf)
+        filtered.append({leaf for leaf in leaves if leaf is not None and leaf != gold_leaf})
+
+    names = [(s, p) for _, _, _, s, p in rows]
+    if settings.filter_in_search:
+        decoded = list(range(len(rows)))
+        prefixes = [query_prefix(tokenizer, s, p) for s, p in names]
+        dead: list[torch.Tensor] | None = [candidates.trie.dead_nodes(sorted(leaves)) for leaves in filtered]
+    else:
+        distinct = list(dict.fromkeys(names))
+        where = {pair: index for index, pair in enumerate(distinct)}
+        decoded = [where[pair] for pair in names]
+        prefixes = [query_prefix(tokenizer, s, p) for s, p in distinct]
+        dead = None
+    times = StepTimes()
+    results = constrained_beam_search(
+        model,
+        candidates.trie,
+        prefixes,
+        k=settings.beam_size,
+        dead_nodes=dead,
+        queries_per_batch=settings.queries_per_batch,
+        head_rows=settings.head_rows,
+        precision=settings.precision,
+        times=times,
+    )
+
+    ranks, gold_nlls, tops = [], [], []
+    for index, gold_leaf in enumerate(gold_leaves):
+        ranked = results[decoded[index]]
+        ranks.append(filtered_rank(ranked, gold_leaf, filtered[index]))
+        gold_nlls.append(next((nll for leaf, nll in ranked if leaf == gold_leaf), None))
+        unfiltered = [leaf for leaf, _ in ranked if leaf not in filtered[index]][:TOP_LISTED]
+        tops.append([candidates.iris[candidates.trie.entities_of_leaf(leaf)[0]] for leaf in unfiltered])
+
+    metrics: dict[str, float | int | str | bool] = {
+        **ranking_metrics(ranks, settings.hits_at),
+        "queries": len(rows),
+        "decoded_prefixes": len(prefixes),
+        "misses": sum(math.isinf(rank) for rank in ranks),
+        "gold_not_candidate": sum(leaf is None for leaf in gold_leaves),
+        "candidates": len(candidates.iris),
+        "candidate_names": candidates.trie.leaf_count,
+        "beam_size": settings.beam_size,
+        "filter_in_search": settings.filter_in_search,
+        "precision": settings.precision,
+        "tie_policy": TIE_POLICY,
+        "filter_hash": filter_hash(tables.known),
+        "seconds": time.perf_counter() - started,
+    }
+    per_query = pa.table(
+        {
+            "s_iri": [row[0] for row in rows],
+            "p_iri": [row[1] for row in rows],
+            "o_iri": [row[2] for row in rows],
+            "rank": pa.array(ranks, pa.float64()),
+            "gold_nll": pa.array(gold_nlls, pa.float64()),
+            "top": pa.array(tops, pa.list_(pa.string())),
+        }
+    )
+    return LinkPredictionResult(metrics, per_query, times)
