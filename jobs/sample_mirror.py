@@ -66,6 +66,11 @@ def read_dbp15k(folder: Path) -> tuple[Chapter, Chapter, list[tuple[int, int]]]:
     return chapters[0], chapters[1], links
 
 
+def truncated(chapter: Chapter, max_facts: int) -> Chapter:
+    """The chapter with its first ``max_facts`` facts (entities and relations unchanged)."""
+    return Chapter(chapter.lang, chapter.entities, chapter.relations, chapter.triples[:max_facts])
+
+
 def keep_in_older(key: str, share: float) -> bool:
     """Whether a statement is already in the older version: a stable hash of its text under ``share``."""
     digest = hashlib.sha256(key.encode("utf-8")).digest()
@@ -123,6 +128,8 @@ def version_document(artifact: str, version: str, parts: list[dict]) -> dict:
 def build(settings: SampleSettings) -> Path:
     """Write the whole mirror under ``settings.mirror_dir`` (replaced atomically); return it."""
     first, second, links = read_dbp15k(settings.dbp15k_dir)
+    if settings.max_facts:
+        first, second, links = truncated(first, settings.max_facts), truncated(second, settings.max_facts), links[: settings.max_facts]
     per_lang = {
         first.lang: chapter_lines(first, second, links, first_is_self=True),
         second.lang: chapter_lines(second, first, links, first_is_self=False),

@@ -12,16 +12,14 @@ worker loads it once instead of unpickling it with every task.
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 from functools import partial
 from typing import Iterator
 
 import pyarrow as pa
 
-from jobs.stage import atomic_output, read_stats, require_complete, resolve_release, spark_session, write_stats
-from prixlm_model.config import Settings, load_settings
+from jobs.stage import atomic_output, read_stats, require_complete, spark_stage_main, write_stats
+from prixlm_model.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -134,24 +132,7 @@ def run(spark, settings: Settings, release: str) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--release", help="release (default: acquire.release; 'latest' = newest parsed)")
-    parser.add_argument("--master", help="Spark master when not run by spark-submit")
-    parser.add_argument("--dag-run-id", help="Airflow dag run id: statistics go to its MLflow run")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings = load_settings()
-    release = resolve_release(settings, args.release, "parsed")
-    spark = spark_session(settings, "sequences", args.master)
-    try:
-        stats = run(spark, settings, release)
-    finally:
-        spark.stop()
-    if args.dag_run_id:
-        from prixlm_model.tracking import log_stage
-
-        log_stage(settings, args.dag_run_id, "sequences", release, stats)
-    print(json.dumps({"release": release, "dropped_by_length": stats["dropped_by_length"], "totals": stats["totals"]}))
+    spark_stage_main(argv, __doc__, "sequences", "parsed", run, summary=lambda stats: {"dropped_by_length": stats["dropped_by_length"], "totals": stats["totals"]})
 
 
 if __name__ == "__main__":

@@ -13,14 +13,13 @@ inputs and settings that training checks before it resumes (FAULTS 23).
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import logging
 from pathlib import Path
 
-from jobs.stage import atomic_output, require_complete, resolve_release, spark_session, write_stats
-from prixlm_model.config import Settings, load_settings
+from jobs.stage import atomic_output, require_complete, spark_stage_main, write_stats
+from prixlm_model.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -105,24 +104,7 @@ def run(spark, settings: Settings, release: str) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--release", help="release (default: acquire.release; 'latest' = newest split)")
-    parser.add_argument("--master", help="Spark master when not run by spark-submit")
-    parser.add_argument("--dag-run-id", help="Airflow dag run id: statistics go to its MLflow run")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings = load_settings()
-    release = resolve_release(settings, args.release, "split")
-    spark = spark_session(settings, "shards", args.master)
-    try:
-        stats = run(spark, settings, release)
-    finally:
-        spark.stop()
-    if args.dag_run_id:
-        from prixlm_model.tracking import log_stage
-
-        log_stage(settings, args.dag_run_id, "shards", release, stats)
-    print(json.dumps({"release": release, "rows": {k: v["rows"] for k, v in stats["splits"].items()}}))
+    spark_stage_main(argv, __doc__, "shards", "split", run, summary=lambda stats: {"rows": {k: v["rows"] for k, v in stats["splits"].items()}})
 
 
 if __name__ == "__main__":

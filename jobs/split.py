@@ -18,14 +18,12 @@ Link pairs are held out together in both directions.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
-import json
 import logging
 
-from jobs.stage import atomic_output, read_stats, require_complete, resolve_release, spark_session, write_stats
-from prixlm_model.config import Settings, load_settings
+from jobs.stage import atomic_output, read_stats, require_complete, spark_stage_main, write_stats
+from prixlm_model.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -194,25 +192,7 @@ def run(spark, settings: Settings, release: str) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--release", help="release (default: acquire.release; 'latest' = newest tokenized)")
-    parser.add_argument("--master", help="Spark master when not run by spark-submit")
-    parser.add_argument("--dag-run-id", help="Airflow dag run id: statistics go to its MLflow run")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings = load_settings()
-    release = resolve_release(settings, args.release, "sequences")
-    spark = spark_session(settings, "split", args.master)
-    try:
-        stats = run(spark, settings, release)
-    finally:
-        spark.stop()
-    if args.dag_run_id:
-        from prixlm_model.tracking import log_stage
-
-        folder = settings.paths.stage_dir("split", release)
-        log_stage(settings, args.dag_run_id, "split", release, stats, artifacts=[folder / "stats.md", folder / "stats.csv"])
-    print(json.dumps({"release": release, "table": stats["table"]}))
+    spark_stage_main(argv, __doc__, "split", "sequences", run, artifacts=("stats.md", "stats.csv"), summary=lambda stats: {"table": stats["table"]})
 
 
 if __name__ == "__main__":

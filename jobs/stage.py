@@ -8,6 +8,7 @@ folder per stage and release, written under a hidden staging name and renamed in
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
@@ -16,9 +17,9 @@ import sys
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
-from prixlm_model.config import Settings, check_safe_name
+from prixlm_model.config import Settings, check_safe_name, load_settings
 
 log = logging.getLogger(__name__)
 
@@ -116,3 +117,32 @@ def spark_session(settings: Settings, app: str, master: str | None = None):
     builder = builder.config("spark.ui.showConsoleProgress", "false").config("spark.pyspark.python", sys.executable)
     builder = builder.config("spark.sql.shuffle.partitions", str(settings.spark.shuffle_partitions))
     return builder.getOrCreate()
+
+
+def spark_stage_main(argv: list[str] | None, doc: str, stage: str, upstream: str, run: Callable, output: str | None = None,
+                     artifacts: tuple[str, ...] = (), summary: Callable[[dict], dict] = lambda stats: stats) -> dict:
+    """The command line every Spark job shares: pick the release, run, log the statistics to MLflow.
+
+    ``run(spark, settings, release) -> stats``; ``artifacts`` are files of the stage's output
+    folder (``output``, default ``stage``) logged with the statistics when a DAG run id is given.
+    """
+    parser = argparse.ArgumentParser(description=doc.split("\n")[0])
+    parser.add_argument("--release", help=f"release (default: acquire.release; 'latest' = newest under {upstream}/)")
+    parser.add_argument("--master", help="Spark master when not run by spark-submit (default: spark.master)")
+    parser.add_argument("--dag-run-id", help="Airflow DAG run id: the statistics go to its MLflow run")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = load_settings()
+    release = resolve_release(settings, args.release, upstream)
+    spark = spark_session(settings, stage, args.master)
+    try:
+        stats = run(spark, settings, release)
+    finally:
+        spark.stop()
+    if args.dag_run_id:
+        from prixlm_model.tracking import log_stage
+
+        folder = settings.paths.stage_dir(output or stage, release)
+        log_stage(settings, args.dag_run_id, stage, release, stats, artifacts=[folder / name for name in artifacts])
+    print(json.dumps({"release": release, **summary(stats)}, ensure_ascii=False))
+    return stats

@@ -271,6 +271,8 @@ class TrainSettings(_Section):
     kinds: list[Literal["triple", "link"]] = Field(default_factory=lambda: ["triple", "link"])  # sequence kinds trained on
     single_language: str | None = None  # Prix-LM (Single): train only on this language's triples (links are dropped)
     attention: Literal["sdpa", "eager"] = "sdpa"  # attention kernel; the mask is built for either
+    processes: int = Field(1, ge=1)  # processes the deepspeed launcher starts here: GPUs, or CPU processes (gloo)
+    hostfile: str = ""  # a DeepSpeed hostfile for several nodes; empty: this machine only
 
     @field_validator("single_language")
     @classmethod
@@ -359,6 +361,10 @@ DAG_PARAMS: dict[str, str] = {
     "source": "acquire.source",
     "mirror_url": "acquire.mirror_url",
     "mirror_layout": "acquire.mirror_layout",
+    "base_model": "model.base",
+    "max_steps": "train.max_steps",
+    "beam_size": "eval.beam_size",
+    "max_test_queries": "eval.max_test_queries",
 }
 
 
@@ -371,6 +377,10 @@ def param_schemas(settings: Settings | None = None) -> dict[str, dict[str, Any]]
         model = getattr(settings, section)
         schema = dict(type(model).model_json_schema()["properties"][field])
         schema.pop("title", None)
+        options = schema.pop("anyOf", None)
+        if options:  # Optional[X]: the trigger form understands a type list better than anyOf
+            concrete = next(option for option in options if option.get("type") != "null")
+            schema.update({**concrete, "type": [concrete["type"], "null"]})
         schema["default"] = getattr(model, field)
         if name == "languages":
             schema["items"] = {"type": "string", "enum": list(LANGUAGE_CODES)}

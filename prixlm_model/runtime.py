@@ -98,6 +98,8 @@ def spark_job_kwargs(settings: Settings, job: str, release: str, dag_run_id: str
         "py_files": str(settings.paths.cache_dir / "pyfiles" / "prixlm.zip"),
         "application_args": ["--release", release, "--dag-run-id", dag_run_id],
         "driver_memory": settings.spark.driver_memory,
+        # The one Param a Spark job depends on; the others reach it through the environment.
+        "env_vars": {"PRIXLM_MODEL__BASE": "{{ params.base_model }}"},
         "conf": {
             "spark.driver.host": "127.0.0.1",
             "spark.driver.bindAddress": "127.0.0.1",

@@ -24,11 +24,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import os
 import random
 import shutil
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -39,9 +42,11 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from prixlm_model.config import Settings, check_safe_name, load_settings
+from prixlm_model.config import PROJECT_ROOT, Settings, check_safe_name, load_settings
 from prixlm_model.data import Batch, Manifest, ShardLoader, read_manifest, shard_folder
 from prixlm_model.model import load_model, object_loss
+
+log = logging.getLogger(__name__)
 
 MARKER = "prixlm.json"  # written into a checkpoint once every rank has saved: the checkpoint is complete
 LATEST = "latest"  # the run's pointer to its newest complete checkpoint, replaced atomically
@@ -509,6 +514,39 @@ def train(settings: Settings, release: str, run: str | None = None, dag_run_id: 
         if dist.is_initialized():
             dist.barrier()
             dist.destroy_process_group()
+
+
+def launch(settings: Settings, release: str, dag_run_id: str | None = None, env: dict[str, str] | None = None) -> Path:
+    """Train through the ``deepspeed`` launcher (``train.processes`` here, or ``train.hostfile``); return the model folder.
+
+    The exit code alone is not trusted (the launcher has been seen to die at exit after a good
+    run): success means the exported folder of the final checkpoint exists.
+    """
+    import torch
+
+    from prixlm_model.runtime import service_environment
+
+    train_cfg = settings.train
+    run = run_name(release, train_cfg.single_language)
+    env = service_environment(settings, env)
+    if not torch.cuda.is_available():
+        env.update({"DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // train_cfg.processes))})
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    placement = ["--hostfile", train_cfg.hostfile] if train_cfg.hostfile else ["--num_gpus", str(train_cfg.processes)]
+    command = [str(Path(sys.executable).parent / "deepspeed"), *placement, "--master_port", str(port),
+               "--module", "prixlm_model.training", "--release", release, "--run", run]
+    if dag_run_id:
+        command += ["--dag-run-id", dag_run_id]
+    log.info("launching: %s", " ".join(command))
+    result = subprocess.run(command, env=env, cwd=PROJECT_ROOT)
+    folder = settings.paths.stage_dir("models", release) / run
+    if not (folder / "config.json").is_file():
+        raise RuntimeError(f"training {run} exited with {result.returncode} and exported no model to {folder}")
+    if result.returncode:
+        log.warning("the launcher exited with %d after exporting %s; the model is complete", result.returncode, folder)
+    return folder
 
 
 def main(argv: list[str] | None = None) -> None:

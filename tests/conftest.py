@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
-from prixlm_model.config import PROJECT_ROOT, Settings, load_settings
+# Tests start from the declared defaults, not from the demo-sized prixlm.toml; each test states
+# the settings it depends on.
+os.environ["PRIXLM_CONFIG"] = str(Path(__file__).parent / "settings-defaults.toml")
+
+from prixlm_model.config import PROJECT_ROOT, Settings, load_settings  # noqa: E402
 
 
 @pytest.fixture(scope="session")
