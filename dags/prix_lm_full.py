@@ -1,19 +1,26 @@
 """
 ### Prix-LM: the full pipeline for one DBpedia release
 
-Acquire the dumps (Databus, classic tree or mirror), then prepare, pretrain, evaluate and
-construct. Trigger it from the UI with the form below, or let `dbpedia_refresh` start it when a
-new release appears. Every task writes its own folder for the release under the data root, so a
-re-run replaces its outputs instead of duplicating them.
+Acquire the dumps (Databus, classic tree or mirror), then prepare them on Spark: parse into
+facts and cross-lingual links, tokenize into Prix-LM sequences, split for link prediction, and
+write length-bucketed training shards. Pretrain Prix-LM with DeepSpeed (and Prix-LM Single per
+language), then evaluate link prediction against TransE and RotatE. Trigger it from the UI with the form below, or let
+`dbpedia_refresh` start it when a new release appears. Every task writes its own folder for the
+release under the data root, so a re-run replaces its outputs instead of duplicating them; every
+stage's statistics go to this run's MLflow run.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 from airflow.sdk import Param, dag, get_current_context, task
 
-from prixlm_model.config import param_schemas
+from prixlm_model.config import load_settings, param_schemas
+from prixlm_model.runtime import spark_job_kwargs
+
+RELEASE = "{{ ti.xcom_pull(task_ids='acquire') }}"
 
 
 @dag(
@@ -32,12 +39,88 @@ def prix_lm_full():
         Download the release's dumps for the chosen languages, verify each against its sha256,
         and write `raw/<release>/manifest.json`. Returns the resolved release."""
         from jobs.acquire import acquire as run_acquire
-        from prixlm_model.config import load_settings, overrides_from_params
+        from jobs.stage import read_stats
+        from prixlm_model.config import overrides_from_params
+        from prixlm_model.tracking import log_stage
+
+        context = get_current_context()
+        settings = load_settings(overrides_from_params(context["params"]))
+        release = run_acquire(settings)["release"]
+        log_stage(settings, context["run_id"], "acquire", release, read_stats(settings.paths.stage_dir("raw", release)))
+        return release
+
+    @task
+    def package_code() -> str:
+        """#### Package code
+        Zip `jobs/` and `prixlm_model/` for Spark's `--py-files`, so executors on a cluster can import them."""
+        from prixlm_model.runtime import code_archive
+
+        return str(code_archive(load_settings()))
+
+    @task
+    def pretrain(release: str) -> str:
+        """#### Pretrain
+        Train Prix-LM on the release's shards through the `deepspeed` launcher (CPU processes
+        with gloo here, GPUs and nodes with a hostfile elsewhere), checkpointing as it goes and
+        resuming from the last checkpoint on retry; export the model in Hugging Face form."""
+        from prixlm_model.config import overrides_from_params
+        from prixlm_model.training import launch
+
+        context = get_current_context()
+        settings = load_settings(overrides_from_params(context["params"]))
+        return str(launch(settings, release, context["run_id"]))
+
+    @task
+    def single_languages(release: str) -> list[str]:
+        """#### Languages for Prix-LM (Single)
+        The evaluated languages of the split, when `eval.single_baseline` is on."""
+        from jobs.evaluate import evaluated_languages
+        from prixlm_model.config import overrides_from_params
 
         settings = load_settings(overrides_from_params(get_current_context()["params"]))
-        return run_acquire(settings)["release"]
+        return evaluated_languages(settings.paths.stage_dir("split", release)) if settings.eval.single_baseline else []
 
-    acquire()
+    @task(max_active_tis_per_dag=1)  # one training at a time: each uses every core
+    def pretrain_single(release: str, language: str) -> str:
+        """#### Pretrain Prix-LM (Single)
+        The same training on one language's triples only: the ablation of the paper's Table 1."""
+        from prixlm_model.config import overrides_from_params
+        from prixlm_model.training import launch
+
+        context = get_current_context()
+        overrides = overrides_from_params(context["params"])
+        overrides.setdefault("train", {})["single_language"] = language
+        return str(launch(load_settings(overrides), release, context["run_id"]))
+
+    @task
+    def evaluate(release: str) -> str:
+        """#### Evaluate link prediction
+        Constrained beam search (K from the form) with filtered Hits@1/3/10 and MRR for Prix-LM
+        (All and Single) against TransE and RotatE on the same test queries; the Table 1-style
+        report goes to `reports/<release>/` and MLflow."""
+        from jobs.evaluate import default_models, run
+        from prixlm_model.config import overrides_from_params
+
+        context = get_current_context()
+        settings = load_settings(overrides_from_params(context["params"]))
+        run(settings, release, default_models(settings, release), context["run_id"])
+        return str(settings.paths.stage_dir("reports", release))
+
+    settings = load_settings()
+    spark_jobs = [
+        SparkSubmitOperator(task_id=job, doc_md=f"#### {job}\nSee `jobs/{job}.py`.", **spark_job_kwargs(settings, job, RELEASE, "{{ run_id }}"))
+        for job in ("parse", "sequences", "split", "shards")
+    ]
+    release = acquire()
+    [release, package_code()] >> spark_jobs[0]
+    for upstream, downstream in zip(spark_jobs, spark_jobs[1:]):
+        upstream >> downstream
+    trained = pretrain(release)
+    spark_jobs[-1] >> trained
+    languages = single_languages(release)
+    spark_jobs[-1] >> languages  # the language list reads the split
+    singles = pretrain_single.partial(release=release).expand(language=languages)
+    trained >> singles >> evaluate(release)
 
 
 prix_lm_full()

@@ -55,16 +55,34 @@ def main() -> None:
 
 
 def summarise(settings, seconds: float) -> None:
-    """Say what the run produced, stage by stage, from the stages' own stats files."""
+    """Say what the run produced, stage by stage, from the stages' own statistics files."""
     raw = settings.paths.data_root / "raw"
     manifests = sorted(raw.glob("*/manifest.json"), key=lambda p: p.stat().st_mtime)
     if not manifests:
         sys.exit("the DAG ran but no manifest was written")
     manifest = json.loads(manifests[-1].read_text())
-    print(f"\nprix_lm_full finished in {seconds:.0f}s for release {manifest['release']}.")
-    print(f"acquire: {len(manifest['files'])} files verified by sha256 into {manifests[-1].parent}")
-    for entry in manifest["files"]:
-        print(f"  {entry['path']:60} {entry['bytes']:>10,} B  sha256 {entry['sha256'][:16]}…")
+    release = manifest["release"]
+    stage = lambda name: settings.paths.stage_dir(name, release)  # noqa: E731
+    print(f"\nprix_lm_full finished in {seconds:.0f}s for release {release}.")
+    print(f"acquire:   {len(manifest['files'])} files verified by sha256 into {manifests[-1].parent}")
+    parsed = json.loads((stage("parsed") / "stats.json").read_text())
+    print(f"parse:     {parsed['lines_read']:,} lines → {parsed['facts']:,} facts, {parsed['links']:,} links, "
+          f"{parsed['rejects']:,} rejects (quarantined in {stage('parsed') / 'rejects'})")
+    sequences = json.loads((stage("sequences") / "stats.json").read_text())
+    print(f"sequences: {sequences['dropped_by_length']:,} of {sequences['dropped_by_length'] + sum(t['kept'] for t in sequences['totals'].values()):,} "
+          f"dropped at ≥ {sequences['max_tokens']} tokens ({100 * sequences['dropped_share']:.2f}%)")
+    print(f"split:     {stage('split') / 'stats.md'}\n")
+    print((stage("split") / "stats.md").read_text())
+    shards = json.loads((stage("shards") / "stats.json").read_text())
+    rows = ", ".join(f"{split} {info['rows']:,} rows" for split, info in shards["splits"].items())
+    print(f"shards:    {rows} in {stage('shards')}")
+    for model in sorted(stage("models").glob("*/config.json")):
+        print(f"model:     {model.parent} (model card: README.md)")
+    report = stage("reports") / "link_prediction.md"
+    if report.exists():
+        print(f"\nlink prediction ({report}):\n")
+        print(report.read_text())
+    print(f"MLflow: {settings.mlflow.resolved_uri()}  (make ui to browse)")
 
 
 if __name__ == "__main__":

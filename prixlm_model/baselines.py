@@ -44,12 +44,16 @@ def train_and_evaluate(
     test: np.ndarray,
     settings: EvalSettings,
     checkpoint_dir: str | Path | None = None,
+    extra_entities: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Train ``model`` ("TransE" or "RotatE") on ``train`` with early stopping on ``valid``; score ``test``.
 
     Returns Hits@k and MRR (tail, filtered, realistic), the training seconds, epochs run, the
     best validation epoch and MRR, the settings used, and the trained model with its label
     numbering (``kge_model``, ``entity_to_id``, ``relation_to_id``: not for JSON).
+
+    ``extra_entities`` are numbered too (for example every candidate of the language, so that
+    the model ranks the same candidate set as Prix-LM); those in no triple keep random embeddings.
     """
     from pykeen.pipeline import pipeline
     from pykeen.triples import TriplesFactory
@@ -57,7 +61,7 @@ def train_and_evaluate(
     if len(valid) == 0 or len(test) == 0:
         raise ValueError("baselines need validation triples (early stopping) and test triples")
     every = np.concatenate([train, valid, test])
-    entity_to_id = {label: index for index, label in enumerate(sorted({*every[:, 0], *every[:, 2]}))}
+    entity_to_id = {label: index for index, label in enumerate(sorted({*every[:, 0], *every[:, 2], *extra_entities}))}
     relation_to_id = {label: index for index, label in enumerate(sorted(set(every[:, 1])))}
 
     def factory(triples: np.ndarray) -> TriplesFactory:

@@ -45,7 +45,23 @@ def service_environment(settings: Settings, base: dict[str, str] | None = None) 
     )
     if settings.model.hub_offline:
         env.update({"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
-    # Every PRIXLM_* variable reaches the task processes unchanged, so they load the same settings.
+    env.update(settings_environment(settings))
+    return env
+
+
+def settings_environment(settings: Settings) -> dict[str, str]:
+    """``PRIXLM_<SECTION>__<FIELD>`` for every resolved setting, so a child process loads the same ones.
+
+    Why: a task resolves its settings from the file, the environment and the DAG's Params; the
+    processes it starts (the deepspeed launcher, spark-submit) only see the environment.
+    """
+    env = {}
+    for section, values in settings.model_dump(mode="json").items():
+        for field, value in values.items():
+            if value is None:
+                continue  # the declared default of every optional setting is None
+            text = json.dumps(value) if isinstance(value, (list, dict)) else str(value).lower() if isinstance(value, bool) else str(value)
+            env[f"PRIXLM_{section.upper()}__{field.upper()}"] = text
     return env
 
 

@@ -53,11 +53,6 @@ def environment(settings: Settings) -> dict[str, str]:
     """The subprocess environment that loads exactly ``settings``."""
     env = service_environment(settings)
     env.update({"DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1", "PRIXLM_PATHS__DATA_ROOT": str(settings.paths.data_root)})
-    env["PRIXLM_MLFLOW__TRACKING_URI"] = settings.mlflow.tracking_uri
-    for section in ("model", "train"):
-        for field, value in getattr(settings, section).model_dump(mode="json").items():
-            env[f"PRIXLM_{section.upper()}__{field.upper()}"] = json.dumps(value) if isinstance(value, (list, dict)) or value is None else str(value)
-    env.pop("PRIXLM_TRAIN__SINGLE_LANGUAGE")
     return env
 
 

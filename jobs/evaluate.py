@@ -1,0 +1,377 @@
+"""evaluate: link prediction per language, Prix-LM against its baselines (the paper's Table 1).
+
+Reads ``split/<release>/`` and the exported model folders, and writes
+``reports/<release>/link_prediction.{csv,md,json}`` (each file replaced atomically). For every
+evaluated language of the split:
+
+- the same test queries for every model: ``sample_queries`` of the language's test triples,
+  capped at ``eval.max_test_queries``;
+- Prix-LM (All), and Prix-LM (Single) of that language when given: constrained beam search
+  (``evaluate_link_prediction``); with ``eval.filter_in_search`` each is evaluated both ways, and
+  the difference is reported as the effect of filtering inside the search;
+- TransE and RotatE (``eval.baselines``) trained by PyKEEN on the language's train triples,
+  early-stopped on its valid triples, then ranked here over the same candidates (the language's
+  ``entities/``) with the same filter (``known/``: every true object but the gold) and the same
+  tie policy (realistic) as Prix-LM; PyKEEN's own filtered figures are kept beside them;
+- filtered Hits@k and MRR, the number of queries, how long each model trained, the tie policy and
+  the filter hash, so that every row of a language is checkably scored the same way.
+
+The Airflow task calls ``run(settings, release, default_models(settings, release), dag_run_id)``.
+Run ``python -m jobs.evaluate --release R [--model LABEL=FOLDER] [--single LANG=FOLDER]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import re
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from jobs.split import as_csv, as_markdown
+from jobs.stage import read_stats, require_complete, resolve_release
+from prixlm_model.config import Settings, load_settings
+
+log = logging.getLogger(__name__)
+
+ALL, SINGLE = "Prix-LM (All)", "Prix-LM (Single)"
+REPORT = "link_prediction"
+ModelFolders = dict[str, "Path | dict[str, Path]"]  # label -> one folder, or language -> folder (Single)
+
+
+@dataclass(frozen=True)
+class LanguageData:
+    """One language's evaluation inputs: what every model of its table sees."""
+
+    lang: str
+    tables: Any  # evaluation.SplitTables, its test already capped to the shared queries
+    train: Any  # pa.Table: the language's train triples (baselines)
+    valid: Any  # pa.Table: its valid triples (baselines' early stopping)
+    test_triples: int  # test triples before the cap
+
+
+def evaluated_languages(split: Path) -> list[str]:
+    """The split's evaluated languages (its stats), else every ``test/lang=<xx>`` folder."""
+    languages = read_stats(split).get("eval_languages") or []
+    return sorted(languages) or sorted(p.name.removeprefix("lang=") for p in (split / "test").glob("lang=*"))
+
+
+def language_data(split: Path, lang: str, max_queries: int) -> LanguageData:
+    """Read one language's split and choose its queries (the same for every model)."""
+    import pyarrow.dataset as ds
+
+    from prixlm_model.evaluation import SplitTables, read_split, sample_queries
+
+    tables = read_split(split.parents[1], split.name, lang)
+
+    def triples_of(path: Path):
+        table = ds.dataset(path, format="parquet", partitioning="hive").to_table(filter=ds.field("lang") == lang)
+        return table.select(["s_iri", "p_iri", "o_iri"])
+
+    queries = sample_queries(tables.test, max_queries)
+    return LanguageData(
+        lang,
+        SplitTables(queries, tables.known, tables.entities),
+        triples_of(split / "train" / "kind=triple"),
+        triples_of(split / "valid"),
+        tables.test.num_rows,
+    )
+
+
+def model_folder(models: ModelFolders, label: str, lang: str) -> Path | None:
+    """The folder of ``label`` for ``lang``: a per-language mapping, or one folder for all."""
+    folder = models.get(label)
+    if isinstance(folder, dict):
+        folder = folder.get(lang)
+    return Path(folder) if folder is not None else None
+
+
+def default_models(settings: Settings, release: str) -> ModelFolders:
+    """The exported models of a release by their run names: All, and Single per language if trained."""
+    from prixlm_model.training import run_name
+
+    root = settings.paths.stage_dir("models", release)
+    split = settings.paths.stage_dir("split", release)
+    models: ModelFolders = {}
+    if (root / run_name(release, None) / "config.json").is_file():
+        models[ALL] = root / run_name(release, None)
+    singles = {lang: root / run_name(release, lang) for lang in evaluated_languages(split)}
+    singles = {lang: folder for lang, folder in singles.items() if (folder / "config.json").is_file()}
+    if singles:
+        models[SINGLE] = singles
+    return models
+
+
+def model_training(folder: Path, settings: Settings) -> tuple[float | None, str]:
+    """Training seconds (from the run's MLflow times, when found) and a short description."""
+    marker_path = folder / "training.json"
+    if not marker_path.is_file():
+        return None, "not trained (base model)"
+    marker = json.loads(marker_path.read_text(encoding="utf-8"))
+    described = f"{marker['step']} steps, {marker['data']['rows']} sequences/epoch"
+    seconds = None
+    if marker.get("mlflow_run_id"):
+        from mlflow.exceptions import MlflowException
+        from mlflow.tracking import MlflowClient
+
+        try:
+            info = MlflowClient(settings.mlflow.resolved_uri()).get_run(marker["mlflow_run_id"]).info
+            seconds = (info.end_time - info.start_time) / 1000 if info.end_time else None
+        except MlflowException:
+            log.warning("%s: training run %s not in this MLflow store; no training time", folder, marker["mlflow_run_id"])
+    return seconds, described
+
+
+def prixlm_rows(label: str, folder: Path, data: LanguageData, settings: Settings) -> list[dict[str, Any]]:
+    """Prix-LM's row (two with ``filter_in_search``: without it, then with it)."""
+    from prixlm_model.decoding import load_decoder
+    from prixlm_model.evaluation import build_candidates, evaluate_link_prediction
+
+    model, tokenizer = load_decoder(folder, settings.model.seed)
+    candidates = build_candidates(tokenizer, data.tables.entities)
+    train_seconds, training = model_training(folder, settings)
+    rows = []
+    for inside in ([False, True] if settings.eval.filter_in_search else [False]):
+        eval_settings = settings.eval.model_copy(update={"filter_in_search": inside})
+        metrics = evaluate_link_prediction(model, tokenizer, data.tables, eval_settings, candidates).metrics
+        rows.append(
+            table_row(data.lang, label, metrics, settings.eval.hits_at, train_seconds, training, metrics["seconds"])
+            | {"misses": metrics["misses"], "filter_in_search": inside, "filter_hash": metrics["filter_hash"]}
+        )
+        log.info("%s %s (filter_in_search=%s): %s", data.lang, label, inside, {k: rows[-1][k] for k in ("hits@1", "mrr", "queries")})
+    return rows
+
+
+def kge_ranks(result: dict[str, Any], queries, truths: dict[tuple[str, str], set[str]], candidate_iris: Sequence[str]) -> list[float]:
+    """Realistic filtered tail ranks of a trained PyKEEN model over ``candidate_iris``.
+
+    The same rule as ``evaluation.filtered_rank``: every known true object other than the gold
+    is removed, ties count half, and a gold outside the candidates is a miss (infinite rank).
+    """
+    import torch
+
+    entity, relation = result["entity_to_id"], result["relation_to_id"]
+    candidates = torch.zeros(len(entity), dtype=torch.bool)
+    candidates[[entity[iri] for iri in candidate_iris if iri in entity]] = True
+    rows = list(zip(*(queries.column(name).to_pylist() for name in ("s_iri", "p_iri", "o_iri"))))
+    ranks: list[float] = []
+    with torch.inference_mode():
+        for start in range(0, len(rows), 256):
+            chunk = rows[start : start + 256]
+            scores = result["kge_model"].score_t(torch.tensor([[entity[s], relation[p]] for s, p, _ in chunk]))
+            for row, (s, p, o) in enumerate(chunk):
+                gold = entity.get(o)
+                if gold is None or not candidates[gold]:
+                    ranks.append(math.inf)
+                    continue
+                others = candidates.clone()
+                others[[entity[true] for true in truths.get((s, p), set()) | {o} if true in entity]] = False
+                better = int((scores[row][others] > scores[row, gold]).sum())
+                equal = int((scores[row][others] == scores[row, gold]).sum())
+                ranks.append(1 + better + equal / 2)
+    return ranks
+
+
+def baseline_row(name: str, data: LanguageData, settings: Settings, filter_hash: str, scratch: Path) -> dict[str, Any]:
+    """Train ``name`` on the language's train triples and score it like Prix-LM."""
+    from prixlm_model.baselines import labeled_triples, train_and_evaluate
+    from prixlm_model.evaluation import known_objects, ranking_metrics
+
+    started = time.perf_counter()
+    candidate_iris = data.tables.entities.column("iri").to_pylist()
+    result = train_and_evaluate(
+        name,
+        labeled_triples(data.train),
+        labeled_triples(data.valid),
+        labeled_triples(data.tables.test),
+        settings.eval,
+        checkpoint_dir=scratch,
+        extra_entities=candidate_iris,
+    )
+    ranks = kge_ranks(result, data.tables.test, known_objects(data.tables.known), candidate_iris)
+    metrics = {**ranking_metrics(ranks, settings.eval.hits_at), "queries": len(ranks)}
+    stopped = "early stop" if result["stopped_early"] else "epoch cap"
+    training = f"{result['epochs']} epochs ({stopped}), best epoch {result['best_epoch']}"
+    row = table_row(data.lang, name, metrics, settings.eval.hits_at, result["train_seconds"], training, time.perf_counter() - started)
+    pykeen = {f"pykeen_{key}": result[key] for key in ("mrr", *(f"hits@{k}" for k in settings.eval.hits_at))}
+    log.info("%s %s: %s", data.lang, name, {k: row[k] for k in ("hits@1", "mrr", "queries", "train_seconds")})
+    return row | {"misses": sum(math.isinf(r) for r in ranks), "filter_in_search": False, "filter_hash": filter_hash, **pykeen}
+
+
+def table_row(lang: str, model: str, metrics: dict, hits_at: Sequence[int], train_seconds: float | None, training: str, seconds: float) -> dict[str, Any]:
+    """One model's row: the metric columns first, then how it was obtained."""
+    return {
+        "lang": lang,
+        "model": model,
+        **{f"hits@{k}": round(float(metrics[f"hits@{k}"]), 6) for k in hits_at},
+        "mrr": round(float(metrics["mrr"]), 6),
+        "queries": int(metrics["queries"]),
+        "train_seconds": None if train_seconds is None else round(train_seconds, 1),
+        "training": training,
+        "eval_seconds": round(seconds, 1),
+        "tie_policy": "realistic",
+    }
+
+
+def filter_effect(rows: list[dict[str, Any]], hits_at: Sequence[int]) -> dict[str, dict[str, dict[str, float]]]:
+    """Per language and model, (with filter_in_search) - (without) for each metric."""
+    metrics = [*(f"hits@{k}" for k in hits_at), "mrr"]
+    by_key = {(row["lang"], row["model"], row["filter_in_search"]): row for row in rows}
+    effect: dict[str, dict[str, dict[str, float]]] = {}
+    for (lang, model, inside), row in by_key.items():
+        if inside and (lang, model, False) in by_key:
+            base = by_key[(lang, model, False)]
+            effect.setdefault(lang, {})[model] = {m: round(row[m] - base[m], 6) for m in metrics}
+    return effect
+
+
+def slug(label: str) -> str:
+    """An MLflow-safe metric name part: "Prix-LM (All)" -> "prix_lm_all", "hits@1" -> "hits_at_1"."""
+    return re.sub(r"[^a-z0-9]+", "_", label.lower().replace("@", "_at_")).strip("_")
+
+
+def mlflow_stats(report: dict[str, Any]) -> dict[str, Any]:
+    """The report's numbers under MLflow-safe names: ``<lang>.<model>[_fis].<metric>``."""
+    metrics = [*(f"hits@{k}" for k in report["settings"]["hits_at"]), "mrr", "queries", "train_seconds", "eval_seconds"]
+    stats: dict[str, Any] = {}
+    for row in report["rows"]:
+        model = slug(row["model"]) + ("_fis" if row["filter_in_search"] else "")
+        stats.setdefault(row["lang"], {})[model] = {slug(m): row[m] for m in metrics if row[m] is not None}
+    for lang, split in report["split"].items():
+        stats.setdefault(lang, {})["split"] = split
+    return {"link_prediction": stats, "seconds": report["seconds"]}
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """A Table 1-like table per language, with what every figure depends on."""
+    shown = [*(f"hits@{k}" for k in report["settings"]["hits_at"]), "mrr", "queries", "misses", "train_seconds", "training", "filter_in_search"]
+    parts = [f"# Link prediction, release {report['release']}\n",
+             f"Tail prediction, filtered with every known true object (train, valid, test) but the gold; "
+             f"tie policy: realistic (1 + better + equal/2); a gold the beam never reaches is a miss (reciprocal rank 0). "
+             f"Beam size K = {report['settings']['beam_size']}, precision {report['settings']['precision']}.\n"]
+    for lang in report["languages"]:
+        rows = [row for row in report["rows"] if row["lang"] == lang]
+        split = report["split"][lang]
+        parts.append(f"## {lang}\n")
+        parts.append(f"{split['queries']} queries of {split['test_triples']} test triples ({split['leaks_removed']} inverse leaks removed by the split); "
+                     f"{split['candidates']} candidate entities; filter hash `{rows[0]['filter_hash'][:16] if rows else ''}`.\n")
+        parts.append(as_markdown([{"model": row["model"], **{key: fmt(row[key]) for key in shown}} for row in rows]))
+        for model, delta in report["filter_in_search_effect"].get(lang, {}).items():
+            parts.append(f"Effect of filter_in_search on {model}: " + ", ".join(f"{m} {d:+.4f}" for m, d in delta.items()) + "\n")
+    return "\n".join(parts)
+
+
+def fmt(value: Any) -> str:
+    if isinstance(value, float) and not isinstance(value, bool):
+        return f"{value:.4f}" if value <= 1 else f"{value:.1f}"
+    return "" if value is None else str(value)
+
+
+def write_report(folder: Path, report: dict[str, Any]) -> list[Path]:
+    """Write CSV, Markdown and JSON, each by a rename: a reader sees the old file or the new one."""
+    folder.mkdir(parents=True, exist_ok=True)
+    columns = list(dict.fromkeys(key for row in report["rows"] for key in row))
+    contents = {
+        "csv": as_csv([{key: row.get(key) for key in columns} for row in report["rows"]]),
+        "md": markdown(report),
+        "json": json.dumps(report, indent=1, ensure_ascii=False, default=str) + "\n",
+    }
+    paths = []
+    for suffix, text in contents.items():
+        target = folder / f"{REPORT}.{suffix}"
+        handle, scratch = tempfile.mkstemp(prefix=f".{target.name}.", dir=folder)
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            out.write(text)
+        os.chmod(scratch, 0o644)
+        os.replace(scratch, target)
+        paths.append(target)
+    return paths
+
+
+def run(settings: Settings, release: str, models: ModelFolders, dag_run_id: str | None = None) -> dict[str, Any]:
+    """Evaluate every model on every evaluated language of the split; write and log the report."""
+    from prixlm_model.evaluation import filter_hash
+
+    started = time.perf_counter()
+    split = require_complete(settings.paths.stage_dir("split", release), "split")
+    languages = evaluated_languages(split)
+    split_table = {row["lang"]: row for row in read_stats(split).get("table", [])}
+    rows: list[dict[str, Any]] = []
+    split_info: dict[str, dict[str, int]] = {}
+    scratch_root = settings.paths.data_root / "tmp"
+    scratch_root.mkdir(parents=True, exist_ok=True)
+    for lang in languages:
+        data = language_data(split, lang, settings.eval.max_test_queries)
+        split_info[lang] = {
+            "test_triples": data.test_triples,
+            "queries": data.tables.test.num_rows,
+            "leaks_removed": split_table.get(lang, {}).get("leaks_removed", 0),
+            "train_triples": data.train.num_rows,
+            "candidates": data.tables.entities.num_rows,
+        }
+        for label in models:
+            folder = model_folder(models, label, lang)
+            if folder is not None:
+                rows += prixlm_rows(label, folder, data, settings)
+        known_hash = filter_hash(data.tables.known)
+        with tempfile.TemporaryDirectory(dir=scratch_root) as scratch:
+            for name in settings.eval.baselines:
+                rows.append(baseline_row(name, data, settings, known_hash, Path(scratch)))
+    report = {
+        "release": release,
+        "languages": languages,
+        "rows": rows,
+        "filter_in_search_effect": filter_effect(rows, settings.eval.hits_at),
+        "split": split_info,
+        "models": {label: {k: str(v) for k, v in f.items()} if isinstance(f, dict) else str(f) for label, f in models.items()},
+        "settings": settings.eval.model_dump(mode="json"),
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    paths = write_report(settings.paths.stage_dir("reports", release), report)
+    if dag_run_id:
+        from prixlm_model.tracking import log_stage
+
+        report["mlflow_run_id"] = log_stage(settings, dag_run_id, "evaluate", release, mlflow_stats(report), artifacts=paths)
+    log.info("link prediction %s: %d rows for %s in %s", release, len(rows), ", ".join(languages), paths[1])
+    return report
+
+
+def parse_models(values: Sequence[str], singles: Sequence[str]) -> ModelFolders:
+    """``LABEL=FOLDER`` and ``LANG=FOLDER`` (Single) arguments as a model mapping."""
+    models: ModelFolders = {}
+    for value in values:
+        label, _, folder = value.partition("=")
+        models[label] = Path(folder)
+    for value in singles:
+        lang, _, folder = value.partition("=")
+        models.setdefault(SINGLE, {})[lang] = Path(folder)  # type: ignore[index]
+    return models
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--release", help="release (default: acquire.release; 'latest' = newest complete split)")
+    parser.add_argument("--model", action="append", default=[], metavar="LABEL=FOLDER", help=f"a model for every language, e.g. '{ALL}=var/models/R/prixlm-R' (default: the release's exported models)")
+    parser.add_argument("--single", action="append", default=[], metavar="LANG=FOLDER", help=f"the {SINGLE} model of one language")
+    parser.add_argument("--max-test-queries", type=int, help="override eval.max_test_queries")
+    parser.add_argument("--dag-run-id", help="Airflow dag run id: the table goes to its MLflow run")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = load_settings()
+    if args.max_test_queries is not None:
+        settings.eval.max_test_queries = args.max_test_queries
+    release = resolve_release(settings, args.release, "split")
+    models = parse_models(args.model, args.single) or default_models(settings, release)
+    report = run(settings, release, models, args.dag_run_id)
+    print(markdown(report))
+
+
+if __name__ == "__main__":
+    main()
