@@ -11,8 +11,10 @@ Nothing else in the project hard-codes a path, language list, release, URL or mo
 
 from __future__ import annotations
 
+import inspect
 import os
 import re
+import sys
 from pathlib import Path
 from typing import Any, Literal
 
@@ -372,6 +374,7 @@ DAG_PARAMS: dict[str, str] = {
 def param_schemas(settings: Settings | None = None) -> dict[str, dict[str, Any]]:
     """JSON schema and default for each DAG Param, derived from the settings' declared types."""
     settings = settings or load_settings()
+    comments = _field_comments()
     schemas = {}
     for name, dotted in DAG_PARAMS.items():
         section, field = dotted.split(".")
@@ -388,7 +391,7 @@ def param_schemas(settings: Settings | None = None) -> dict[str, dict[str, Any]]
             schema["minItems"] = 1
         if name == "release":
             schema["pattern"] = SAFE_NAME.pattern
-        schema["description"] = f"`{dotted}` — {FIELD_COMMENTS.get(dotted, '')}".rstrip(" —")
+        schema["description"] = f"`{dotted}` — {comments.get(dotted, '')}".rstrip(" —")
         schemas[name] = schema
     return schemas
 
@@ -406,12 +409,10 @@ def overrides_from_params(params: dict[str, Any]) -> dict[str, Any]:
 def _field_comments() -> dict[str, str]:
     """The comment after each field's default in this file: the help text for the trigger form."""
     comments, section = {}, None
-    for line in Path(__file__).read_text().splitlines():
+    for line in inspect.getsource(sys.modules[__name__]).splitlines():  # works from a --py-files zip too
         if match := re.match(r"^class (\w+)Settings\(_Section\)", line):
             section = match.group(1).lower()
         elif section and (match := re.match(r"^    (\w+): .*?  # (.+)$", line)):
             comments[f"{section}.{match.group(1)}"] = match.group(2)
     return comments
 
-
-FIELD_COMMENTS = _field_comments()

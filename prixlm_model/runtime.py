@@ -121,6 +121,7 @@ def spark_job_kwargs(settings: Settings, job: str, release: str, dag_run_id: str
             "spark.driver.bindAddress": "127.0.0.1",
             "spark.ui.enabled": "false",
             "spark.ui.showConsoleProgress": "false",
+            "spark.log.level": "WARN",  # the task log keeps the job's own lines, not Spark's INFO chatter
             "spark.sql.shuffle.partitions": str(settings.spark.shuffle_partitions),
         },
     }

@@ -9,6 +9,7 @@ parse never pays for it.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from pathlib import Path
 from typing import Any, Iterable
@@ -65,6 +66,11 @@ def stage_run(settings: Settings, dag_run_id: str, stage: str) -> str:
     return _find_or_create(client, experiment_id, {DAG_RUN_TAG: dag_run_id, STAGE_TAG: stage, PARENT_TAG: parent}, stage)
 
 
+def metric_key(name: str) -> str:
+    """A metric name MLflow accepts: other characters (``=``, ``@``, brackets) become ``_``."""
+    return re.sub(r"[^A-Za-z0-9_\-. :/]", "_", name)
+
+
 def flatten(stats: dict[str, Any], prefix: str = "") -> dict[str, float]:
     """Numeric leaves of a nested dict as ``a.b.c`` → value (lists of dicts keyed by position)."""
     flat: dict[str, float] = {}
@@ -96,7 +102,7 @@ def log_stage(settings: Settings, dag_run_id: str, stage: str, release: str, sta
     if "release" not in client.get_run(parent).data.params:
         client.log_batch(parent, params=[Param("release", release)])
     now_ms = int(time.time() * 1000)
-    metrics = [Metric(key, value, now_ms, 0) for key, value in flatten(stats).items()]
+    metrics = [Metric(metric_key(key), value, now_ms, 0) for key, value in flatten(stats).items()]
     for start in range(0, len(metrics), 900):
         client.log_batch(run_id, metrics=metrics[start : start + 900])
     client.log_dict(run_id, stats, "stats.json")

@@ -10,16 +10,32 @@ import pytest
 
 from jobs.acquire import acquire
 from jobs.mirror_server import MirrorServer
+from jobs.sample_mirror import build
 from prixlm_model.config import PROJECT_ROOT, load_settings, param_schemas
 from prixlm_model.runtime import service_environment
 
 pytestmark = pytest.mark.slow
 GROUP = "databus/dbpedia/generic"
+# The whole DAG in a few minutes: the tiny base model, two optimizer steps, a handful of queries.
+PIPELINE_BUDGET = {
+    "PRIXLM_MODEL__BASE": "tiny",
+    "PRIXLM_TRAIN__PRECISION": "fp32",
+    "PRIXLM_TRAIN__ZERO_STAGE": "0",
+    "PRIXLM_TRAIN__MICRO_BATCH": "8",
+    "PRIXLM_TRAIN__GLOBAL_BATCH": "8",
+    "PRIXLM_TRAIN__MAX_STEPS": "2",
+    "PRIXLM_EVAL__MAX_TEST_QUERIES": "5",
+    "PRIXLM_EVAL__BEAM_SIZE": "5",
+    "PRIXLM_EVAL__BASELINE_MAX_EPOCHS": "2",
+    "PRIXLM_EVAL__BASELINE_EVAL_EVERY": "1",
+}
 
 
 @pytest.fixture(scope="module")
-def mirror_server(sample_mirror: Path):
-    with MirrorServer(sample_mirror) as server:
+def mirror_server(tmp_path_factory: pytest.TempPathFactory):
+    """A small real-data mirror (2,000 facts and links per chapter), so the whole DAG runs in minutes."""
+    sample = load_settings().sample.model_copy(update={"mirror_dir": tmp_path_factory.mktemp("small") / "mirror", "max_facts": 2000})
+    with MirrorServer(build(sample)) as server:
         yield server
 
 
@@ -27,13 +43,15 @@ def mirror_server(sample_mirror: Path):
 def airflow(tmp_path_factory: pytest.TempPathFactory, mirror_server: MirrorServer):
     """Run Airflow CLI commands against a fresh, migrated SQLite metadata database."""
     data_root = tmp_path_factory.mktemp("airflow-data")
-    overrides = {"PRIXLM_PATHS__DATA_ROOT": str(data_root), "PRIXLM_ACQUIRE__MIRROR_URL": f"{mirror_server.url}/{GROUP}"}
-    settings = load_settings({"paths": {"data_root": str(data_root)}, "acquire": {"mirror_url": f"{mirror_server.url}/{GROUP}"}})
+    overrides = {"PRIXLM_PATHS__DATA_ROOT": str(data_root), "PRIXLM_ACQUIRE__MIRROR_URL": f"{mirror_server.url}/{GROUP}",
+                 "PRIXLM_PATHS__CACHE_DIR": str(PROJECT_ROOT / "var/cache"), **PIPELINE_BUDGET}
+    settings = load_settings({"paths": {"data_root": str(data_root), "cache_dir": str(PROJECT_ROOT / "var/cache")},
+                              "acquire": {"mirror_url": f"{mirror_server.url}/{GROUP}"}, "model": {"base": "tiny"}})
     env = service_environment(settings)
     env.update(overrides)
 
     def run(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-        result = subprocess.run(["airflow", *args], env=env, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300)
+        result = subprocess.run(["airflow", *args], env=env, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=1200)
         if check and result.returncode:
             raise AssertionError(f"airflow {' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
         return result
@@ -63,13 +81,35 @@ def test_dags_parse_without_errors(airflow):
     assert json_output(errors) == [], errors
 
 
-def test_acquire_task_runs_under_dags_test(airflow):
+def test_pipeline_acquires_and_prepares_under_dags_test(airflow):
     result = airflow("dags", "test", "prix_lm_full", "-c", json.dumps({"release": "2016.04.01", "languages": ["fr", "en"]}))
-    assert "acquired release 2016.04.01: 6 files" in result.stdout + result.stderr
-    manifest = json.loads((airflow.settings.paths.data_root / "raw/2016.04.01/manifest.json").read_text())
+    output = result.stdout + result.stderr
+    assert "acquired release 2016.04.01: 6 files" in output
+    root = airflow.settings.paths.data_root
+    manifest = json.loads((root / "raw/2016.04.01/manifest.json").read_text())
     assert manifest["complete"] and len(manifest["files"]) == 6
     for entry in manifest["files"]:
-        assert (airflow.settings.paths.data_root / entry["path"]).stat().st_size == entry["bytes"]
+        assert (root / entry["path"]).stat().st_size == entry["bytes"]
+    for stage in ("parsed", "sequences", "split", "shards"):
+        assert (root / stage / "2016.04.01" / "_SUCCESS").exists(), f"{stage} did not finish:\n{output[-3000:]}"
+    table = json.loads((root / "split/2016.04.01/stats.json").read_text())["table"]
+    assert {row["lang"] for row in table} == {"fr", "en"} and all(row["test"] > 0 for row in table)
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(airflow.settings.mlflow.resolved_uri())
+    experiment = client.get_experiment_by_name(airflow.settings.mlflow.experiment)
+    runs = client.search_runs([experiment.experiment_id], "tags.`prixlm.stage` = 'split'")
+    assert len(runs) == 1 and runs[0].data.params["release"] == "2016.04.01"
+    fr = next(row for row in table if row["lang"] == "fr")
+    assert runs[0].data.metrics["table.fr.test"] == fr["test"]
+    parent = runs[0].data.tags["mlflow.parentRunId"]
+    children = client.search_runs([experiment.experiment_id], f"tags.`mlflow.parentRunId` = '{parent}'")
+    assert {run.data.tags["prixlm.stage"] for run in children} >= {"acquire", "parse", "sequences", "split", "shards"}
+    model = root / "models/2016.04.01/prixlm-2016.04.01"
+    assert (model / "config.json").exists() and (model / "README.md").exists()
+    train_runs = [run for run in children if run.data.tags["prixlm.stage"].startswith("train/")]
+    assert len(train_runs) == 1 and len(client.get_metric_history(train_runs[0].info.run_id, "loss")) == 2
 
 
 def test_bad_params_are_rejected_naming_the_field(airflow):
