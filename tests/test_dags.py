@@ -81,7 +81,7 @@ def test_dags_parse_without_errors(airflow):
     assert json_output(errors) == [], errors
 
 
-def test_pipeline_acquires_and_prepares_under_dags_test(airflow):
+def test_whole_pipeline_under_dags_test(airflow):
     result = airflow("dags", "test", "prix_lm_full", "-c", json.dumps({"release": "2016.04.01", "languages": ["fr", "en"]}))
     output = result.stdout + result.stderr
     assert "acquired release 2016.04.01: 6 files" in output
@@ -108,8 +108,15 @@ def test_pipeline_acquires_and_prepares_under_dags_test(airflow):
     assert {run.data.tags["prixlm.stage"] for run in children} >= {"acquire", "parse", "sequences", "split", "shards"}
     model = root / "models/2016.04.01/prixlm-2016.04.01"
     assert (model / "config.json").exists() and (model / "README.md").exists()
-    train_runs = [run for run in children if run.data.tags["prixlm.stage"].startswith("train/")]
-    assert len(train_runs) == 1 and len(client.get_metric_history(train_runs[0].info.run_id, "loss")) == 2
+    train_runs = {run.data.tags["prixlm.stage"]: run for run in children if run.data.tags["prixlm.stage"].startswith("train/")}
+    assert set(train_runs) == {"train/prixlm-2016.04.01", "train/prixlm-2016.04.01-single-fr", "train/prixlm-2016.04.01-single-en"}
+    assert len(client.get_metric_history(train_runs["train/prixlm-2016.04.01"].info.run_id, "loss")) == 2
+    report = json.loads((root / "reports/2016.04.01/link_prediction.json").read_text())
+    assert {(row["lang"], row["model"]) for row in report["rows"]} == {
+        (lang, model) for lang in ("fr", "en") for model in ("Prix-LM (All)", "Prix-LM (Single)", "TransE", "RotatE")
+    }
+    evaluate = next(run for run in children if run.data.tags["prixlm.stage"] == "evaluate")
+    assert any(key.endswith("mrr") for key in evaluate.data.metrics)
 
 
 def test_bad_params_are_rejected_naming_the_field(airflow):
