@@ -67,6 +67,14 @@ A relation's name is the ``rdfs:label`` of a ``http://dbpedia.org/ontology/`` pr
 fact's language from ``parse.ontology`` (read once on the driver with rdflib, broadcast), else its
 local name (after the last ``/`` or ``#``) percent-decoded with ``_`` -> space.
 
+Passes. The classified lines are persisted once; one grouped aggregate over them (per file,
+split, class, reason and fact language) gives every line count, the split offsets and the framing.
+Facts, links and rejects are then one write each, and their row counts (facts per language,
+distinct link statements via a ``stated`` flag, rejects per reason) are observed metrics of those
+writes (``DataFrame.observe``), so no output is read back to be counted. Entity names are
+broadcast to the fact and link lookups while there are at most ``BROADCAST_NAMES_MAX`` labels:
+the facts are then shuffled once (deduplication), not once per name lookup.
+
 Atomic and idempotent: everything is written to ``parsed/.<release>.tmp-<id>/``; ``stats.json``
 then ``_SUCCESS`` are written last, and the folder is renamed over ``parsed/<release>/`` (the old
 one is moved aside first and removed). Readers call ``is_complete``. A re-run replaces it.
@@ -93,7 +101,7 @@ if __package__ in (None, ""):  # run as a file by spark-submit: make the project
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pyspark import StorageLevel
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -363,6 +371,7 @@ def diagnose(line: Column, quads: Column) -> Column:
 # ---------------------------------------------------------------------------------------------
 # The pipeline, DataFrame -> DataFrame
 
+BROADCAST_NAMES_MAX = 2_000_000  # labels up to which entity names are broadcast to the fact and link lookups
 UNPARSED = "unparsed"  # provisional reason of lines LINE_REGEX did not match; diagnose() names it
 
 
@@ -478,31 +487,43 @@ def entity_names(classified: DataFrame) -> DataFrame:
     )
 
 
-def _named(frame: DataFrame, names: DataFrame, iri: str, out: str) -> DataFrame:
+def _named(frame: DataFrame, names: DataFrame, iri: str, out: str, broadcast: bool) -> DataFrame:
     lookup = names.select(F.col("iri").alias(iri), F.col("name").alias(f"_{out}"))
-    return frame.join(lookup, iri, "left").withColumn(
+    return frame.join(F.broadcast(lookup) if broadcast else lookup, iri, "left").withColumn(
         out, F.coalesce(F.col(f"_{out}"), local_name(F.col(iri), "/resource/"))
     ).drop(f"_{out}")
 
 
-def build_facts(classified: DataFrame, names: DataFrame, relation_labels: DataFrame) -> DataFrame:
-    """Distinct facts with surface names: ``s_iri, p_iri, o_iri, s, p, o, lang``."""
+def build_facts(classified: DataFrame, names: DataFrame, relation_labels: DataFrame, broadcast_names: bool = False) -> DataFrame:
+    """Distinct facts with surface names: ``s_iri, p_iri, o_iri, s, p, o, lang``.
+
+    With ``broadcast_names`` the name lookups are map-side (no shuffle of the facts per lookup):
+    the deduplication is then the only shuffle of the facts.
+    """
     facts = classified.where(F.col("cls") == "fact").select("s_iri", "p_iri", "o_iri", F.col("s_lang").alias("lang"))
     facts = facts.dropDuplicates(["s_iri", "p_iri", "o_iri"])
-    facts = _named(_named(facts, names, "s_iri", "s"), names, "o_iri", "o")
+    facts = _named(_named(facts, names, "s_iri", "s", broadcast_names), names, "o_iri", "o", broadcast_names)
     facts = facts.join(F.broadcast(relation_labels), ["p_iri", "lang"], "left")
     facts = facts.withColumn("p", F.coalesce(F.col("p_label"), local_name(F.col("p_iri"))))
     return facts.select(*FACT_COLUMNS)
 
 
-def build_links(classified: DataFrame, names: DataFrame) -> DataFrame:
-    """Both directions of every inter-chapter sameAs, distinct: ``s_iri, s_lang, o_iri, o_lang, s, o``."""
-    links = classified.where(F.col("cls") == "link").select("s_iri", "s_lang", "o_iri", "o_lang")
+def build_links(classified: DataFrame, names: DataFrame, broadcast_names: bool = False) -> DataFrame:
+    """Both directions of every inter-chapter sameAs, distinct: ``s_iri, s_lang, o_iri, o_lang, s, o``.
+
+    Also ``stated``: whether the pair was itself a statement (not only the reverse of one); its sum
+    is the number of distinct link statements, so no separate distinct count is needed.
+    """
+    links = classified.where(F.col("cls") == "link").select("s_iri", "s_lang", "o_iri", "o_lang", F.lit(1).alias("stated"))
     reverse = links.select(
-        F.col("o_iri").alias("s_iri"), F.col("o_lang").alias("s_lang"), F.col("s_iri").alias("o_iri"), F.col("s_lang").alias("o_lang")
+        F.col("o_iri").alias("s_iri"), F.col("o_lang").alias("s_lang"), F.col("s_iri").alias("o_iri"), F.col("s_lang").alias("o_lang"),
+        F.lit(0).alias("stated"),
     )
-    links = links.unionByName(reverse).dropDuplicates(["s_iri", "o_iri"])
-    return _named(_named(links, names, "s_iri", "s"), names, "o_iri", "o").select(*LINK_COLUMNS)
+    links = links.unionByName(reverse).groupBy("s_iri", "o_iri").agg(
+        F.first("s_lang").alias("s_lang"), F.first("o_lang").alias("o_lang"), F.max("stated").alias("stated")
+    )
+    named = _named(_named(links, names, "s_iri", "s", broadcast_names), names, "o_iri", "o", broadcast_names)
+    return named.select(*LINK_COLUMNS, "stated")
 
 
 def build_rejects(classified: DataFrame, splits: DataFrame) -> DataFrame:
@@ -595,7 +616,7 @@ def run(spark: SparkSession, settings: Settings, release: str) -> dict[str, Any]
             decompressed_s = time.time() - started
             classified = classify_lines(read_lines(spark, staged), cfg).persist(StorageLevel.MEMORY_AND_DISK)
             groups = (
-                classified.groupBy("file_path", "block_start", "cls", "reason")
+                classified.groupBy("file_path", "block_start", "cls", "reason", F.when(F.col("cls") == "fact", F.col("s_lang")).alias("lang"))
                 .agg(
                     F.count(F.lit(1)).alias("n"),
                     F.min("mid").alias("first_mid"),
@@ -613,24 +634,34 @@ def run(spark: SparkSession, settings: Settings, release: str) -> dict[str, Any]
             split_schema = "file_path string, block_start long, first_mid long, offset long, file string"
             splits = spark.createDataFrame(split_rows, split_schema)
 
-            names = entity_names(classified)
-            build_facts(classified, names, relation_labels(spark, cfg.ontology)).write.partitionBy("lang").parquet(str(staging / "facts"))
-            log.info("facts written at %.1f s", time.time() - started)
-            build_links(classified, names).write.parquet(str(staging / "links"))
-            build_rejects(classified, splits).write.parquet(str(staging / "rejects"))
-            log.info("links and rejects written at %.1f s", time.time() - started)
-
+            # Names are broadcast (map-side lookups) while they fit comfortably in memory.
             by_class = {name: 0 for name in LINE_CLASSES}
             for row in groups:
                 by_class[row.cls] += row.n
-            rejects = {name: 0 for name in REJECT_REASONS}
-            for row in spark.read.parquet(str(staging / "rejects")).groupBy("reason").count().collect():
-                rejects[row.reason] = row["count"]
-            fact_rows = spark.read.parquet(str(staging / "facts"))
-            facts = fact_rows.count()
-            per_lang = {row.lang: row["count"] for row in fact_rows.groupBy("lang").count().collect()}
-            distinct_links = classified.where(F.col("cls") == "link").select("s_iri", "o_iri").distinct().count()
-            link_rows = spark.read.parquet(str(staging / "links")).count()
+            broadcast_names = by_class["label"] <= BROADCAST_NAMES_MAX
+            names = entity_names(classified)
+            # The counts come from observed metrics of the writes themselves: no output is re-read.
+            fact_langs = sorted({row.lang for row in groups if row.cls == "fact"})
+            facts_seen = Observation("facts")
+            facts_out = build_facts(classified, names, relation_labels(spark, cfg.ontology), broadcast_names)
+            facts_out.observe(facts_seen, F.count(F.lit(1)).alias("rows"),
+                              *[F.count_if(F.col("lang") == lang).alias(f"lang_{lang}") for lang in fact_langs],
+                              ).write.partitionBy("lang").parquet(str(staging / "facts"))
+            log.info("facts written at %.1f s", time.time() - started)
+            links_seen = Observation("links")
+            build_links(classified, names, broadcast_names).observe(
+                links_seen, F.count(F.lit(1)).alias("rows"), F.coalesce(F.sum("stated"), F.lit(0)).alias("stated")
+            ).drop("stated").write.parquet(str(staging / "links"))
+            rejects_seen = Observation("rejects")
+            build_rejects(classified, splits).observe(
+                rejects_seen, F.count(F.lit(1)).alias("rows"), *[F.count_if(F.col("reason") == name).alias(name) for name in REJECT_REASONS]
+            ).write.parquet(str(staging / "rejects"))
+            log.info("links and rejects written at %.1f s", time.time() - started)
+
+            rejects = {name: rejects_seen.get[name] for name in REJECT_REASONS}
+            facts = facts_seen.get["rows"]
+            per_lang = {lang: facts_seen.get[f"lang_{lang}"] for lang in fact_langs}
+            distinct_links, link_rows = links_seen.get["stated"], links_seen.get["rows"]
             lines = sum(info["lines"] for info in files.values())
             stats = {
                 "release": release,
