@@ -149,7 +149,8 @@ def prixlm_rows(label: str, folder: Path, data: LanguageData, settings: Settings
     return rows
 
 
-def kge_ranks(result: dict[str, Any], queries, truths: dict[tuple[str, str], set[str]], candidate_iris: Sequence[str]) -> list[float]:
+def kge_ranks(result: dict[str, Any], queries, truths: dict[tuple[str, str], set[str]], candidate_iris: Sequence[str],
+              batch_size: int = 16) -> list[float]:
     """Realistic filtered tail ranks of a trained PyKEEN model over ``candidate_iris``.
 
     The same rule as ``evaluation.filtered_rank``: every known true object other than the gold
@@ -163,8 +164,8 @@ def kge_ranks(result: dict[str, Any], queries, truths: dict[tuple[str, str], set
     rows = list(zip(*(queries.column(name).to_pylist() for name in ("s_iri", "p_iri", "o_iri"))))
     ranks: list[float] = []
     with torch.inference_mode():
-        for start in range(0, len(rows), 256):
-            chunk = rows[start : start + 256]
+        for start in range(0, len(rows), batch_size):  # RotatE scores hold batch x entities x dim floats
+            chunk = rows[start : start + batch_size]
             scores = result["kge_model"].score_t(torch.tensor([[entity[s], relation[p]] for s, p, _ in chunk]))
             for row, (s, p, o) in enumerate(chunk):
                 gold = entity.get(o)
@@ -195,7 +196,7 @@ def baseline_row(name: str, data: LanguageData, settings: Settings, filter_hash:
         checkpoint_dir=scratch,
         extra_entities=candidate_iris,
     )
-    ranks = kge_ranks(result, data.tables.test, known_objects(data.tables.known), candidate_iris)
+    ranks = kge_ranks(result, data.tables.test, known_objects(data.tables.known), candidate_iris, settings.eval.baseline_eval_batch_size)
     metrics = {**ranking_metrics(ranks, settings.eval.hits_at), "queries": len(ranks)}
     stopped = "early stop" if result["stopped_early"] else "epoch cap"
     training = f"{result['epochs']} epochs ({stopped}), best epoch {result['best_epoch']}"

@@ -203,6 +203,7 @@ class EvalSettings(_Section):
     baseline_patience: int = Field(3, ge=1)  # validations without a relative MRR gain of baseline_min_delta before stopping
     baseline_min_delta: float = Field(0.01, ge=0)  # relative validation MRR improvement that counts as progress
     baseline_batch_size: int = Field(1024, ge=1)  # training batch size
+    baseline_eval_batch_size: int = Field(16, ge=1)  # queries scored at once: RotatE materialises queries x entities x dim floats
     baseline_lr: float = Field(0.001, gt=0)  # Adam learning rate
     baseline_negatives: int = Field(16, ge=1)  # negative samples per positive (basic sampler, corrupting heads and tails)
     seed: int = 1234  # baseline training seed
