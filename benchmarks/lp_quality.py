@@ -139,6 +139,7 @@ def bench_settings(data_root: Path, knobs: dict[str, Any]) -> Settings:
     return load_settings({
         "paths": {"data_root": str(data_root), "cache_dir": str(load_settings().paths.cache_dir)},
         "model": {"base": knobs["base"]},
+        "train": {"global_batch": knobs["global_batch"], "micro_batch": knobs["micro_batch"]},
         "eval": {key: knobs[key] for key in ("beam_size", "max_test_queries", "baseline_dim", "baseline_max_epochs", "baseline_eval_every", "baseline_patience")},
     })
 
@@ -147,18 +148,18 @@ def train_models(settings: Settings, release: str, knobs: dict[str, Any]) -> tup
     """Prix-LM (All) and one Prix-LM (Single) per language through the deepspeed launcher."""
     from prixlm_model.training import launch
 
-    env = {**os.environ, "PRIXLM_PATHS__DATA_ROOT": str(settings.paths.data_root), "PRIXLM_PATHS__CACHE_DIR": str(settings.paths.cache_dir),
-           "PRIXLM_MODEL__BASE": knobs["base"], "PRIXLM_TRAIN__GLOBAL_BATCH": str(knobs["global_batch"]),
-           "PRIXLM_TRAIN__MICRO_BATCH": str(knobs["micro_batch"])}
     seconds: dict[str, float] = {}
-    started = time.perf_counter()
-    models: dict[str, Any] = {ALL: launch(settings, release, env=env | {"PRIXLM_TRAIN__MAX_STEPS": str(knobs["all_steps"])}), SINGLE: {}}
-    seconds[ALL] = time.perf_counter() - started
-    for lang in LANGS:
+    models: dict[str, Any] = {SINGLE: {}}
+    runs = [(ALL, None, knobs["all_steps"])] + [(SINGLE, lang, knobs["single_steps"]) for lang in LANGS]
+    for label, lang, steps in runs:
         started = time.perf_counter()
-        single = settings.model_copy(update={"train": settings.train.model_copy(update={"single_language": lang})})
-        models[SINGLE][lang] = launch(single, release, env=env | {"PRIXLM_TRAIN__MAX_STEPS": str(knobs["single_steps"]), "PRIXLM_TRAIN__SINGLE_LANGUAGE": lang})
-        seconds[f"{SINGLE} {lang}"] = time.perf_counter() - started
+        train = settings.train.model_copy(update={"max_steps": steps, "single_language": lang})
+        folder = launch(settings.model_copy(update={"train": train}), release)  # the launcher inherits these settings
+        if lang is None:
+            models[label] = folder
+        else:
+            models[label][lang] = folder
+        seconds[f"{label} {lang}" if lang else label] = time.perf_counter() - started
     return models, seconds
 
 
