@@ -45,13 +45,18 @@ def read_stats(folder: Path) -> dict[str, Any]:
 
 
 def latest_release(settings: Settings, stage: str) -> str:
-    """The release of the newest complete output of ``stage`` (what "latest" means downstream)."""
+    """The release of the newest complete output of ``stage`` (what "latest" means downstream).
+
+    For ``raw`` that is the newest release whose acquire manifest says it is complete.
+    """
+    from jobs.acquire import last_acquired_release
     from jobs.databus import version_key
 
     root = settings.paths.data_root / stage
-    done = [p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and is_complete(p)] if root.is_dir() else []
     if stage == "raw":
-        done = [p.name for p in root.iterdir() if (p / "manifest.json").is_file()] if root.is_dir() else []
+        done = [release] if (release := last_acquired_release(settings)) else []
+    else:
+        done = [p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and is_complete(p)] if root.is_dir() else []
     if not done:
         raise StageInputError(f"no complete release under {root}")
     return max(done, key=lambda name: (version_key(name) is not None, version_key(name) or (), name))
