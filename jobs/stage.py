@@ -121,6 +121,11 @@ def spark_session(settings: Settings, app: str, master: str | None = None):
     # Python workers must run this interpreter (the venv's), whoever started the job.
     builder = builder.config("spark.ui.showConsoleProgress", "false").config("spark.pyspark.python", sys.executable)
     builder = builder.config("spark.sql.shuffle.partitions", str(settings.spark.shuffle_partitions))
+    # Partitioned writes (facts by language) through one open writer per partition value instead of
+    # a sort of every row by the partition column first: the planned write always adds that sort.
+    builder = builder.config("spark.sql.optimizer.plannedWrite.enabled", "false").config(
+        "spark.sql.maxConcurrentOutputFileWriters", "64"
+    )
     return builder.getOrCreate()
 
 

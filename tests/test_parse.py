@@ -14,6 +14,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from pyspark.sql import functions as F
 import rdflib
 from rdflib import BNode, Literal, URIRef
 
@@ -316,14 +317,34 @@ def test_long_literal_does_not_crash_the_regex(spark):
             ("f.nt", 0, 1, f'<{R}A> <{P}p> "{big}\\"@fr .', False),  # unterminated after 200 KB
             ("f.nt", 0, 2, f'<{R}A> <{P}p> "{"a" * 70_000}\\u00e9{"b" * 70_000}"@fr .', False),
         ],
-        "file_path string, block_start long, mid long, value string, quads boolean",
+        "file_path string, block_start long, pos long, value string, quads boolean",
     )
-    classified = parse.classify_lines(lines, settings)
-    rows = sorted(classified.select("mid", "cls", "reason").collect())
+    classified = parse.classify_lines(lines, settings).persist()  # as run() does: see classify_lines
+    rows = sorted(classified.select("pos", "cls", "reason").collect())
     assert [(r.cls, r.reason) for r in rows] == [("literal", None), ("reject", parse.UNPARSED), ("literal", None)]
-    splits = spark.createDataFrame([("f.nt", 0, 0, 0, "f.nt")], "file_path string, block_start long, first_mid long, offset long, file string")
+    splits = spark.createDataFrame([("f.nt", 0, 0, 0, "f.nt")], "file_path string, block_start long, first_pos long, offset long, file string")
     reasons = [r.reason for r in parse.build_rejects(classified, splits).collect()]
     assert reasons == ["unterminated_literal"]
+
+
+def test_compiled_path_equals_decoding_path_on_real_lines(spark, workspace):
+    """Lines that need no decoding classify the same on both paths (classify_lines takes the compiled one)."""
+    _, raw, settings = workspace
+    sources = [raw / "fr" / "interlanguage_links_fr.tql.bz2", raw / "en" / "labels_lang=en.ttl.bz2",
+               raw / "fr" / "infobox-properties_lang=fr.ttl.bz2", *sorted((raw / "fr").glob("*.tql")), raw / "fr" / "malformed_fr.nt"]
+    rows = []
+    for path in sources:
+        data = bz2.decompress(path.read_bytes()) if path.suffix == ".bz2" else path.read_bytes()
+        rows += [(path.name, 0, i, line.decode("utf-8", "replace"), ".tql" in path.name) for i, line in enumerate(data.split(b"\n")[:3000])]
+    lines = spark.createDataFrame(rows, "file_path string, block_start long, pos long, value string, quads boolean")
+    plain = lines.where(~parse.needs_decoding(F.col("value")))
+    columns = ["file_path", "pos", "cls", "reason", "s_iri", "p_iri", "o_iri", "s_lang", "o_lang", "label", "label_lang"]
+    compiled = parse._classify(plain, settings.parse, decode=False).select(columns).collect()
+    decoding = parse._classify(plain, settings.parse, decode=True).select(columns).collect()
+    assert sorted(compiled) == sorted(decoding)
+    classes = {row.cls for row in compiled}
+    assert {"fact", "link", "label", "reject"} <= classes, classes
+    assert len(compiled) > 0.9 * len(rows)
 
 
 def test_truncated_bz2_fails_naming_the_file(spark, workspace, sample_mirror):
