@@ -516,11 +516,19 @@ def train(settings: Settings, release: str, run: str | None = None, dag_run_id: 
             dist.destroy_process_group()
 
 
+def _export_stamp(folder: Path) -> int | None:
+    """When the export in ``folder`` was written (its ``config.json``), or None when there is none."""
+    config = folder / "config.json"
+    return config.stat().st_mtime_ns if config.is_file() else None
+
+
 def launch(settings: Settings, release: str, dag_run_id: str | None = None, env: dict[str, str] | None = None) -> Path:
     """Train through the ``deepspeed`` launcher (``train.processes`` here, or ``train.hostfile``); return the model folder.
 
     The exit code alone is not trusted (the launcher has been seen to die at exit after a good
-    run): success means the exported folder of the final checkpoint exists.
+    run): success means the exported folder of the final checkpoint exists, and after a non-zero
+    exit that this launch wrote it (an older export, e.g. of a run whose resume was refused for
+    another config, is not this run's model).
     """
     import torch
 
@@ -539,11 +547,14 @@ def launch(settings: Settings, release: str, dag_run_id: str | None = None, env:
                "--module", "prixlm_model.training", "--release", release, "--run", run]
     if dag_run_id:
         command += ["--dag-run-id", dag_run_id]
+    folder = settings.paths.stage_dir("models", release) / run
+    exported_before = _export_stamp(folder)
     log.info("launching: %s", " ".join(command))
     result = subprocess.run(command, env=env, cwd=PROJECT_ROOT)
-    folder = settings.paths.stage_dir("models", release) / run
     if not (folder / "config.json").is_file():
         raise RuntimeError(f"training {run} exited with {result.returncode} and exported no model to {folder}")
+    if result.returncode and _export_stamp(folder) == exported_before:
+        raise RuntimeError(f"training {run} exited with {result.returncode} and did not export; {folder} is an older run's model")
     if result.returncode:
         log.warning("the launcher exited with %d after exporting %s; the model is complete", result.returncode, folder)
     return folder

@@ -12,6 +12,7 @@ import os
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 
+import shutil
 import signal
 import subprocess
 import sys
@@ -264,3 +265,15 @@ def test_exported_folder_loads_offline(data_root: Path, reference: Path) -> None
     card = (folder / "README.md").read_text()
     assert "f00d" in card and f"step | {STEPS} of {STEPS}" in card and "| loss |" in card
     assert not list(folder.glob("*.bin")) and not list(folder.glob("*.pt"))
+
+
+def test_launch_refuses_an_older_export_when_the_resume_is_refused(data_root: Path, reference: Path) -> None:
+    """A run whose resume is refused (other config) exits 1; its older export must not pass as the new model."""
+    from prixlm_model.export import export_checkpoint
+    from prixlm_model.training import launch, run_name
+
+    run = run_name(RELEASE, None)
+    shutil.copytree(reference, data_root / "runs" / run)
+    export_checkpoint(make_settings(data_root), RELEASE, run)
+    with pytest.raises(RuntimeError, match=rf"training {run} exited with 1 and did not export; .* an older run's model"):
+        launch(make_settings(data_root, lr=1e-3), RELEASE)
