@@ -4,6 +4,9 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# PROFILE=gpu runs with profiles/gpu.toml instead of prixlm.toml (the CPU demo's budgets).
+PROFILE ?=
+export PRIXLM_CONFIG := $(if $(PROFILE),$(CURDIR)/profiles/$(PROFILE).toml,$(CURDIR)/prixlm.toml)
 
 .PHONY: install demo test test-fast ui mirror env clean
 

@@ -317,7 +317,7 @@ def main(argv: list[str] | None = None) -> dict:
     met = {key: (ratios[key] <= target if key.endswith("_max") else ratios[key] >= target) for key, target in TARGETS.items()}
     report.update(lines_per_second=rates, ratios=ratios, targets=TARGETS, met=met)
 
-    print(f"\nlines/s: " + ", ".join(f"{k} {v:,.0f}" for k, v in rates.items()))
+    print("\nlines/s: " + ", ".join(f"{k} {v:,.0f}" for k, v in rates.items()))
     for key, value in ratios.items():
         target = TARGETS.get(key)
         verdict = "" if target is None else f"  (target {'<=' if key.endswith('_max') else '>='} {target}: {'met' if met[key] else 'NOT met'})"

@@ -95,6 +95,7 @@ def measure(variant: str, folder: Path, settings: Settings, steps: int, accumula
         "tokens_per_s": sum(b.tokens for b in measured) / seconds,
         "seconds_per_step": seconds / steps,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_gpu_mb": torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None,
         "threads": torch.get_num_threads(),
     }
 
@@ -109,6 +110,7 @@ def run_ours(batches, settings: Settings, accumulation: int):
 
     init_process_group()
     model, _ = load_model(settings)
+    model.train()  # dropout on, as in the baseline and in real training
     module = ObjectLossModule(model)
     optimizer = build_optimizer(module, settings)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_linear(1000, settings.train.warmup_ratio))
@@ -117,7 +119,7 @@ def run_ours(batches, settings: Settings, accumulation: int):
     engine, _, _, _ = deepspeed.initialize(model=module, optimizer=optimizer, lr_scheduler=schedule, config=config)
     for start in range(0, len(batches), accumulation):
         for batch in batches[start : start + accumulation]:
-            loss = engine(batch.input_ids, batch.object_start)
+            loss = engine(batch.input_ids.to(engine.device), batch.object_start.to(engine.device))
             engine.backward(loss)
             engine.step()
         yield loss.item()
@@ -132,8 +134,9 @@ def run_baseline(batches, settings: Settings, accumulation: int):
     from prixlm_model.masking import prefix_object_mask
     from prixlm_model.model import load_model
 
+    device = torch.device("cuda" if torch.cuda.is_available() and os.environ.get("DS_ACCELERATOR") != "cpu" else "cpu")
     model, _ = load_model(settings)
-    model.train()
+    model.to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.train.lr, betas=settings.train.betas, eps=settings.train.adam_eps)
     rows = [(ids, int(start)) for b in batches for ids, start in zip(b.input_ids, b.object_start)]
     random.Random(settings.train.seed).shuffle(rows)
@@ -149,7 +152,7 @@ def run_baseline(batches, settings: Settings, accumulation: int):
             positions = torch.arange(input_ids.shape[1])
             labels = torch.where((positions >= starts[:, None]) & (positions < lengths[:, None]), input_ids, -100)
             mask = prefix_object_mask(starts, lengths, input_ids.shape[1])
-            loss = model(input_ids=input_ids, attention_mask=mask, labels=labels).loss / accumulation
+            loss = model(input_ids=input_ids.to(device), attention_mask=mask.to(device), labels=labels.to(device)).loss / accumulation
             loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -164,6 +167,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--accumulation", type=int, help="micro-batches per optimizer step (default 4, quick 2)")
     parser.add_argument("--variant", choices=["ours", "baseline"], help=argparse.SUPPRESS)  # one side, in a child process
     parser.add_argument("--shards", help=argparse.SUPPRESS)
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="where both variants train (cuda: one GPU; the goal there is >= 5x and >= 20,000 seq/s)")
     args = parser.parse_args(argv)
     settings = load_settings()
     steps = args.steps or (2 if args.quick else 3)
@@ -177,8 +181,12 @@ def main(argv: list[str] | None = None) -> None:
 
     folder = shard_folder(settings, args.release, "train") if args.release else sample_shards(settings, 8000)
     env = service_environment(settings)
-    env.setdefault("DS_ACCELERATOR", "cpu" if not _has_gpu() else env.get("DS_ACCELERATOR", ""))
-    env = {k: v for k, v in env.items() if v != ""}
+    if args.device == "cuda" and not _has_gpu():
+        raise SystemExit("--device cuda: this machine has no CUDA device")
+    if args.device == "cpu":
+        env["DS_ACCELERATOR"] = "cpu"
+    else:
+        env.pop("DS_ACCELERATOR", None)
     results = {}
     for variant in ("baseline", "ours"):
         command = [sys.executable, "-m", "benchmarks.train", "--variant", variant, "--shards", str(folder), "--steps", str(steps), "--accumulation", str(accumulation)]
@@ -196,6 +204,8 @@ def main(argv: list[str] | None = None) -> None:
         "measured_steps": steps,
         "precision": settings.train.precision,
         "zero_stage": settings.train.zero_stage,
+        "device": args.device,
+        "dropout": settings.train.dropout,
         "results": results,
         "ratio_sequences_per_s": ratio,
         "target_ratio": 5.0,

@@ -12,6 +12,7 @@ stage's statistics go to this run's MLflow run.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
@@ -21,6 +22,7 @@ from prixlm_model.config import load_settings, param_schemas
 from prixlm_model.runtime import spark_job_kwargs
 
 RELEASE = "{{ ti.xcom_pull(task_ids='acquire') }}"
+TASKS = load_settings().tasks
 
 
 @dag(
@@ -29,6 +31,12 @@ RELEASE = "{{ ti.xcom_pull(task_ids='acquire') }}"
     schedule=None,
     catchup=False,
     max_active_runs=1,  # two runs of one release never interleave writes (FAULTS 26)
+    default_args={  # a retried task resumes: outputs are written atomically, training continues from its checkpoint
+        "retries": TASKS.retries,
+        "retry_delay": timedelta(seconds=TASKS.retry_delay_s),
+        "retry_exponential_backoff": TASKS.retry_backoff,
+        "max_retry_delay": timedelta(seconds=TASKS.max_retry_delay_s),
+    },
     params={name: Param(**schema) for name, schema in param_schemas().items()},
     tags=["prix-lm"],
 )

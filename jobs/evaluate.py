@@ -94,15 +94,19 @@ def model_folder(models: ModelFolders, label: str, lang: str) -> Path | None:
 
 
 def default_models(settings: Settings, release: str) -> ModelFolders:
-    """The exported models of a release by their run names: All, and Single per language if trained."""
+    """The exported models that ``settings`` train on a release: All, and Single per language if trained."""
     from prixlm_model.training import run_name
 
     root = settings.paths.stage_dir("models", release)
     split = settings.paths.stage_dir("split", release)
     models: ModelFolders = {}
-    if (root / run_name(release, None) / "config.json").is_file():
-        models[ALL] = root / run_name(release, None)
-    singles = {lang: root / run_name(release, lang) for lang in evaluated_languages(split)}
+    if (root / run_name(settings, release) / "config.json").is_file():
+        models[ALL] = root / run_name(settings, release)
+
+    def single(lang: str) -> Path:
+        return root / run_name(settings.model_copy(update={"train": settings.train.model_copy(update={"single_language": lang})}), release)
+
+    singles = {lang: single(lang) for lang in evaluated_languages(split)}
     singles = {lang: folder for lang, folder in singles.items() if (folder / "config.json").is_file()}
     if singles:
         models[SINGLE] = singles
@@ -134,7 +138,7 @@ def prixlm_rows(label: str, folder: Path, data: LanguageData, settings: Settings
     from prixlm_model.decoding import load_decoder
     from prixlm_model.evaluation import build_candidates, evaluate_link_prediction
 
-    model, tokenizer = load_decoder(folder, settings.model.seed)
+    model, tokenizer = load_decoder(folder, settings.model.seed, settings.eval.device)
     candidates = build_candidates(tokenizer, data.tables.entities)
     train_seconds, training = model_training(folder, settings)
     rows = []
@@ -144,6 +148,7 @@ def prixlm_rows(label: str, folder: Path, data: LanguageData, settings: Settings
         rows.append(
             table_row(data.lang, label, metrics, settings.eval.hits_at, train_seconds, training, metrics["seconds"])
             | {"misses": metrics["misses"], "filter_in_search": inside, "filter_hash": metrics["filter_hash"]}
+            | {key: metrics[key] for key in full_rank_columns(settings.eval.hits_at) if key in metrics}
         )
         log.info("%s %s (filter_in_search=%s): %s", data.lang, label, inside, {k: rows[-1][k] for k in ("hits@1", "mrr", "queries")})
     return rows
@@ -183,7 +188,7 @@ def kge_ranks(result: dict[str, Any], queries, truths: dict[tuple[str, str], set
 def baseline_row(name: str, data: LanguageData, settings: Settings, filter_hash: str, scratch: Path) -> dict[str, Any]:
     """Train ``name`` on the language's train triples and score it like Prix-LM."""
     from prixlm_model.baselines import labeled_triples, train_and_evaluate
-    from prixlm_model.evaluation import known_objects, ranking_metrics
+    from prixlm_model.evaluation import full_rank_queries, known_objects, ranking_metrics
 
     started = time.perf_counter()
     candidate_iris = data.tables.entities.column("iri").to_pylist()
@@ -198,12 +203,23 @@ def baseline_row(name: str, data: LanguageData, settings: Settings, filter_hash:
     )
     ranks = kge_ranks(result, data.tables.test, known_objects(data.tables.known), candidate_iris, settings.eval.baseline_eval_batch_size)
     metrics = {**ranking_metrics(ranks, settings.eval.hits_at), "queries": len(ranks)}
+    if settings.eval.full_rank:  # KGE ranks are full ranks already: the same queries Prix-LM's full rank uses
+        candidates = set(candidate_iris)
+        chosen = full_rank_queries([o in candidates for o in data.tables.test.column("o_iri").to_pylist()], settings.eval.full_rank_max_queries)
+        full = {f"full_rank_{key}": value for key, value in ranking_metrics([ranks[q] for q in chosen], settings.eval.hits_at).items()}
+        metrics |= full | {"full_rank_queries": len(chosen), "full_rank_unresolved": 0}
     stopped = "early stop" if result["stopped_early"] else "epoch cap"
     training = f"{result['epochs']} epochs ({stopped}), best epoch {result['best_epoch']}"
     row = table_row(data.lang, name, metrics, settings.eval.hits_at, result["train_seconds"], training, time.perf_counter() - started)
     pykeen = {f"pykeen_{key}": result[key] for key in ("mrr", *(f"hits@{k}" for k in settings.eval.hits_at))}
     log.info("%s %s: %s", data.lang, name, {k: row[k] for k in ("hits@1", "mrr", "queries", "train_seconds")})
-    return row | {"misses": sum(math.isinf(r) for r in ranks), "filter_in_search": False, "filter_hash": filter_hash, **pykeen}
+    full = {key: metrics[key] for key in full_rank_columns(settings.eval.hits_at) if key in metrics}
+    return row | {"misses": sum(math.isinf(r) for r in ranks), "filter_in_search": False, "filter_hash": filter_hash, **full, **pykeen}
+
+
+def full_rank_columns(hits_at: Sequence[int]) -> list[str]:
+    """The full-rank columns of a row (the gold ranked among all candidates), beside the beam's."""
+    return [*(f"full_rank_hits@{k}" for k in hits_at), "full_rank_mrr", "full_rank_queries", "full_rank_unresolved", "search_errors"]
 
 
 def table_row(lang: str, model: str, metrics: dict, hits_at: Sequence[int], train_seconds: float | None, training: str, seconds: float) -> dict[str, Any]:
@@ -240,11 +256,12 @@ def slug(label: str) -> str:
 
 def mlflow_stats(report: dict[str, Any]) -> dict[str, Any]:
     """The report's numbers under MLflow-safe names: ``<lang>.<model>[_fis].<metric>``."""
-    metrics = [*(f"hits@{k}" for k in report["settings"]["hits_at"]), "mrr", "queries", "train_seconds", "eval_seconds"]
+    metrics = [*(f"hits@{k}" for k in report["settings"]["hits_at"]), "mrr", "queries", "train_seconds", "eval_seconds",
+               *full_rank_columns(report["settings"]["hits_at"])]
     stats: dict[str, Any] = {}
     for row in report["rows"]:
         model = slug(row["model"]) + ("_fis" if row["filter_in_search"] else "")
-        stats.setdefault(row["lang"], {})[model] = {slug(m): row[m] for m in metrics if row[m] is not None}
+        stats.setdefault(row["lang"], {})[model] = {slug(m): row[m] for m in metrics if row.get(m) is not None}
     for lang, split in report["split"].items():
         stats.setdefault(lang, {})["split"] = split
     return {"link_prediction": stats, "seconds": report["seconds"]}
@@ -252,10 +269,15 @@ def mlflow_stats(report: dict[str, Any]) -> dict[str, Any]:
 
 def markdown(report: dict[str, Any]) -> str:
     """A Table 1-like table per language, with what every figure depends on."""
-    shown = [*(f"hits@{k}" for k in report["settings"]["hits_at"]), "mrr", "queries", "misses", "train_seconds", "training", "filter_in_search"]
+    hits_at = report["settings"]["hits_at"]
+    shown = [*(f"hits@{k}" for k in hits_at), "mrr", "queries", "misses", *full_rank_columns(hits_at), "train_seconds", "training", "filter_in_search"]
     parts = [f"# Link prediction, release {report['release']}\n",
              f"Tail prediction, filtered with every known true object (train, valid, test) but the gold; "
-             f"tie policy: realistic (1 + better + equal/2); a gold the beam never reaches is a miss (reciprocal rank 0). "
+             f"tie policy: realistic (1 + better + equal/2). For Prix-LM, hits@k and mrr are beam-truncated: a gold the beam never "
+             f"reaches is a miss (reciprocal rank 0); the full_rank_* columns rank the gold among all candidates (exact, on the first "
+             f"full_rank_queries queries whose gold is a candidate, the same queries for every model; unresolved: over the search budget), "
+             f"comparable with TransE/RotatE, which always rank every candidate; search_errors: golds better than the beam's best answer "
+             f"that the beam never reached. "
              f"Beam size K = {report['settings']['beam_size']}, precision {report['settings']['precision']}.\n"]
     for lang in report["languages"]:
         rows = [row for row in report["rows"] if row["lang"] == lang]

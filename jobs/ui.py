@@ -4,6 +4,12 @@ Airflow runs as ``airflow standalone`` (scheduler, API server, DAG processor, tr
 SQLite; MLflow as ``mlflow server`` on the same tracking store the pipeline writes. Both bind to
 127.0.0.1 only. Airflow's generated admin password is printed once by Airflow itself and kept in
 a file of mode 0600 under the data root.
+
+Airflow's components (scheduler, API server, the task runners) sign and check the task-execution
+API's tokens with one shared secret. Left unset, each process invents its own and every task
+dies with "Invalid auth token" before it starts; so a secret is generated once, kept beside the
+password file with mode 0600, and read by Airflow through ``AIRFLOW__API_AUTH__JWT_SECRET_CMD``,
+so that it never sits in an environment a task could print.
 """
 
 from __future__ import annotations
@@ -11,6 +17,8 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import secrets
+import shlex
 import signal
 import subprocess
 import sys
@@ -22,6 +30,37 @@ from prixlm_model.config import PROJECT_ROOT, load_settings
 from prixlm_model.runtime import service_environment
 
 log = logging.getLogger("ui")
+
+
+def private_file(path: Path, content: str = "") -> Path:
+    """Create ``path`` with mode 0600 unless it exists (then only tighten its mode); never readable by others."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        path.chmod(0o600)
+        return path
+    with os.fdopen(descriptor, "w") as file:
+        file.write(content)
+    return path
+
+
+def airflow_secrets(env: dict[str, str]) -> dict[str, str]:
+    """Create the password file and the JWT signing secret (mode 0600) before any service starts; the variables that point Airflow at them."""
+    home = Path(env["AIRFLOW_HOME"])
+    private_file(Path(env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"]))  # Airflow fills it on first start
+    jwt = private_file(home / "jwt_secret", secrets.token_urlsafe(48))
+    return {"AIRFLOW__API_AUTH__JWT_SECRET_CMD": f"cat {shlex.quote(str(jwt))}"}
+
+
+def airflow_environment(settings, port: int) -> dict[str, str]:
+    """The environment of ``airflow standalone`` and ``mlflow server``: the project's, on loopback, with the shared secrets."""
+    env = service_environment(settings)
+    url = f"http://127.0.0.1:{port}"
+    env.update({"AIRFLOW__API__HOST": "127.0.0.1", "AIRFLOW__API__PORT": str(port), "AIRFLOW__API__BASE_URL": url,
+                "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
+    env.update(airflow_secrets(env))
+    return env
 
 
 def start(command: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen:
@@ -60,10 +99,8 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # a plain `kill` also stops both services (finally below)
     settings = load_settings()
-    env = service_environment(settings)
+    env = airflow_environment(settings, args.airflow_port)
     airflow_url = f"http://127.0.0.1:{args.airflow_port}"
-    env.update({"AIRFLOW__API__HOST": "127.0.0.1", "AIRFLOW__API__PORT": str(args.airflow_port), "AIRFLOW__API__BASE_URL": airflow_url,
-                "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
     logs = settings.paths.data_root / "reports"
     logs.mkdir(parents=True, exist_ok=True)
     artifacts = settings.paths.data_root / "mlflow" / "artifacts"
@@ -77,8 +114,6 @@ def main(argv: list[str] | None = None) -> None:
         wait_until_up(f"{airflow_url}/api/v2/monitor/health", services[0])
         wait_until_up(f"http://127.0.0.1:{args.mlflow_port}/health", services[1])
         passwords = Path(env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"])
-        if passwords.exists():
-            passwords.chmod(0o600)
         print(f"Airflow: {airflow_url}  (user admin; password in {passwords})")
         print(f"MLflow:  http://127.0.0.1:{args.mlflow_port}")
         print("Ctrl-C stops both.", flush=True)

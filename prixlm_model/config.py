@@ -194,6 +194,10 @@ class EvalSettings(_Section):
     head_rows: int = Field(128, ge=1)  # hypotheses per chunk of the 250k-row LM head, bounding the logits' memory
     filter_in_search: bool = False  # also remove known true objects (other than the gold) from the trie during the search, not only from the ranked list
     precision: Literal["fp32", "bf16"] = "fp32"  # fp32: exact (the reference); bf16: autocast encoder and head, faster, top-10 agreement reported by the benchmark
+    device: str = "auto"  # where decoding runs: "auto" (CUDA when present), "cpu" or "cuda[:n]"; model, trie and KV cache all live there
+    full_rank: bool = True  # also rank the gold among ALL candidates (exact, by a search pruned at the gold's NLL), beside the beam
+    full_rank_max_queries: int = Field(20, ge=0)  # queries per language given a full rank (the first of the sample); 0: every one (a GPU budget)
+    full_rank_max_hypotheses: int = Field(2048, ge=1)  # live hypotheses per query the full-rank search may hold; over it the query is "unresolved"
     hits_at: list[int] = Field(default_factory=lambda: [1, 3, 10])  # the k of the Hits@k columns
     single_baseline: bool = True  # also train Prix-LM (Single) per evaluated language, for Table 1's ablation
     baselines: list[Literal["TransE", "RotatE"]] = Field(default_factory=lambda: ["TransE", "RotatE"])  # PyKEEN models trained on the same split
@@ -254,6 +258,7 @@ class MlflowSettings(_Section):
 
 
 class TrainSettings(_Section):
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # "cuda": NCCL, one process per GPU (train.processes GPUs, or a hostfile); "cpu": gloo
     zero_stage: int = Field(1, ge=0, le=2)  # DeepSpeed ZeRO stage; bf16 needs 1 or 2 (bf16 with ZeRO-0 trained worse, DESIGN.md)
     precision: Literal["bf16", "fp32"] = "bf16"  # bf16 mixed precision (fp32 master weights) or plain fp32
     micro_batch: int = Field(32, ge=1)  # sequences per forward/backward on one process
@@ -313,6 +318,13 @@ class TrainSettings(_Section):
         return self.global_batch // per_step
 
 
+class TasksSettings(_Section):
+    retries: int = Field(2, ge=0)  # retries of every pipeline task; each task is idempotent and training resumes from its checkpoint
+    retry_delay_s: float = Field(20, ge=0)  # wait before the first retry
+    retry_backoff: float = Field(2.0, ge=1)  # each further retry waits this many times longer (exponential backoff)
+    max_retry_delay_s: float = Field(600, ge=0)  # cap on the wait between retries
+
+
 class Settings(BaseSettings):
     """The resolved configuration; ``load_settings`` is the way to get one."""
 
@@ -328,6 +340,7 @@ class Settings(BaseSettings):
     prepare: PrepareSettings = Field(default_factory=PrepareSettings)
     mlflow: MlflowSettings = Field(default_factory=MlflowSettings)
     train: TrainSettings = Field(default_factory=TrainSettings)
+    tasks: TasksSettings = Field(default_factory=TasksSettings)
 
     @model_validator(mode="after")
     def _mlflow_under_data_root(self) -> "Settings":

@@ -57,22 +57,40 @@ class StepTimes:
         self.seconds[name] += time.perf_counter() - start
 
 
-def load_decoder(model_dir: str | Path, seed: int = 1234) -> tuple[XLMRobertaForCausalLM, PreTrainedTokenizerFast]:
-    """A model folder as ``XLMRobertaForCausalLM`` (``is_decoder=True``, needed for the KV cache), in eval mode.
+def load_decoder(model_dir: str | Path, seed: int = 1234, device: str = "cpu") -> tuple[XLMRobertaForCausalLM, PreTrainedTokenizerFast]:
+    """A model folder as ``XLMRobertaForCausalLM`` (``is_decoder=True``, needed for the KV cache), in eval mode, on ``device``.
 
     A base model without the Prix-LM tokens gets its new rows from ``seed`` (see
-    ``resize_model_embeddings``); an exported Prix-LM model is used as it is.
+    ``resize_model_embeddings``); an exported Prix-LM model is used as it is. Weights stay fp32
+    on every device: bf16 is an autocast at search time, so the fp32 reference is one flag away.
     """
+    target = resolve_device(device)
     tokenizer = load_tokenizer(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, is_decoder=True, attn_implementation="sdpa")
     resize_model_embeddings(model, tokenizer, seed)
-    return model.eval(), tokenizer
+    return model.eval().to(target), tokenizer
 
 
-def precision_context(precision: str) -> torch.autocast | nullcontext:
-    """fp32 runs as is (exact); bf16 autocasts the encoder and head (log-sum-exp stays fp32)."""
+def resolve_device(name: str, setting: str = "eval.device") -> torch.device:
+    """``auto`` (CUDA when there is one, else the CPU), ``cpu`` or ``cuda[:n]``; a clear error when CUDA is asked for and absent."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"{setting} = {name!r} but this machine has no CUDA device (torch {torch.__version__}); use 'cpu' or 'auto'")
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"{setting} = {name!r}: only 'auto', 'cpu' and 'cuda' are supported")
+    return device
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def precision_context(precision: str, device: torch.device | None = None) -> torch.autocast | nullcontext:
+    """fp32 runs as is (exact); bf16 autocasts the encoder and head on the model's device (log-sum-exp stays fp32)."""
     if precision == "bf16":
-        return torch.autocast("cpu", dtype=torch.bfloat16)
+        return torch.autocast((device or torch.device("cpu")).type, dtype=torch.bfloat16)
     if precision != "fp32":
         raise ValueError(f"precision must be 'fp32' or 'bf16', not {precision!r}")
     return nullcontext()
@@ -85,8 +103,8 @@ def edge_nll(model: XLMRobertaForCausalLM, hidden: torch.Tensor, rows: torch.Ten
     ascending. Returns (E,) float64. The head runs on ``head_rows`` hypotheses at a time, so the
     (rows, 250k) logits stay bounded in memory.
     """
-    nll = torch.empty(len(rows), dtype=torch.float64)
-    bounds = torch.searchsorted(rows, torch.arange(0, len(hidden) + head_rows, head_rows)).tolist()
+    nll = torch.empty(len(rows), dtype=torch.float64, device=hidden.device)
+    bounds = torch.searchsorted(rows, torch.arange(0, len(hidden) + head_rows, head_rows, device=rows.device)).tolist()
     for chunk, start in enumerate(range(0, len(hidden), head_rows)):
         lo, hi = bounds[chunk], bounds[chunk + 1]
         if lo == hi:
@@ -120,14 +138,46 @@ def constrained_beam_search(
 
     ``dead_nodes[q]`` (optional, from ``EntityTrie.dead_nodes``) are trie nodes query ``q`` may
     not enter: filtering inside the search. A query whose beam completes no name gets ``[]``.
+    Runs on the model's device: the trie's arrays and every tensor of the search move there.
     """
+    searched = _search(model, trie, prefixes, k, dead_nodes, None, None, queries_per_batch, head_rows, precision, times)
+    return [ranked for ranked, _ in searched]
+
+
+def bounded_search(
+    model: XLMRobertaForCausalLM,
+    trie: EntityTrie,
+    prefixes: Sequence[Sequence[int]],
+    bounds: Sequence[float],
+    max_hypotheses: int,
+    queries_per_batch: int = 8,
+    head_rows: int = 128,
+    precision: str = "fp32",
+    times: StepTimes | None = None,
+) -> list[Ranked | None]:
+    """Every leaf whose summed NLL is at most ``bounds[q]``, per query: a beam without width, pruned by the bound.
+
+    Exact, because an edge's NLL is never negative: a prefix already over the bound cannot
+    complete under it. This is what makes a full-rank evaluation affordable: to rank the gold
+    among all candidates only the names scoring at least as well need to be visited. A query
+    whose live hypotheses exceed ``max_hypotheses`` at some step gets ``None`` (unresolved).
+    """
+    searched = _search(model, trie, prefixes, None, None, bounds, max_hypotheses, queries_per_batch, head_rows, precision, times)
+    return [None if overflowed else ranked for ranked, overflowed in searched]
+
+
+def _search(model, trie, prefixes, k, dead_nodes, bounds, max_hypotheses, queries_per_batch, head_rows, precision, times) -> list[tuple[Ranked, bool]]:
+    """Batches of queries through ``_search_batch`` on the model's device."""
     times = times or StepTimes()
-    results: list[Ranked] = []
-    with torch.inference_mode(), precision_context(precision):
+    device = model_device(model)
+    trie = trie.to(device)
+    results: list[tuple[Ranked, bool]] = []
+    with torch.inference_mode(), precision_context(precision, device):
         for start in range(0, len(prefixes), queries_per_batch):
             batch = range(start, min(start + queries_per_batch, len(prefixes)))
-            dead = [dead_nodes[q] for q in batch] if dead_nodes is not None else None
-            results += _search_batch(model, trie, [prefixes[q] for q in batch], k, dead, head_rows, times)
+            dead = [dead_nodes[q].to(device) for q in batch] if dead_nodes is not None else None
+            bound = torch.tensor([bounds[q] for q in batch], dtype=torch.float64, device=device) if bounds is not None else None
+            results += _search_batch(model, trie, [prefixes[q] for q in batch], k, dead, head_rows, times, bound, max_hypotheses)
     return results
 
 
@@ -135,20 +185,27 @@ def _search_batch(
     model: XLMRobertaForCausalLM,
     trie: EntityTrie,
     prefixes: list[Sequence[int]],
-    k: int,
+    k: int | None,
     dead: list[torch.Tensor] | None,
     head_rows: int,
     times: StepTimes,
-) -> list[Ranked]:
-    """One batch of queries: the prefix pass, then one forward per step for all hypotheses."""
+    bound: torch.Tensor | None = None,
+    max_hypotheses: int | None = None,
+) -> list[tuple[Ranked, bool]]:
+    """One batch of queries: the prefix pass, then one forward per step for all hypotheses.
+
+    ``k``: beam width per query (None: unlimited); ``bound``: (Q,) NLL above which a child is
+    dropped; ``max_hypotheses``: a query with more live hypotheses is abandoned (flagged True).
+    """
     queries = len(prefixes)
+    device = trie.device
     with times.part("bookkeeping"):
-        lengths = torch.tensor([len(prefix) for prefix in prefixes])
+        lengths = torch.tensor([len(prefix) for prefix in prefixes], device=device)
         width = int(lengths.max())
-        input_ids = torch.full((queries, width), PAD)
+        input_ids = torch.full((queries, width), PAD, device=device)
         for q, prefix in enumerate(prefixes):
-            input_ids[q, : len(prefix)] = torch.tensor(prefix)
-        key_valid = torch.arange(width)[None, :] < lengths[:, None]  # (H, keys): padding slots never attended
+            input_ids[q, : len(prefix)] = torch.tensor(prefix, device=device)
+        key_valid = torch.arange(width, device=device)[None, :] < lengths[:, None]  # (H, keys): padding slots never attended
         dead_keys = None
         if dead is not None:  # (query, node) pairs as one sortable integer each
             dead_keys = torch.cat([q * trie.node_count + nodes for q, nodes in enumerate(dead)]).sort().values
@@ -156,16 +213,17 @@ def _search_batch(
         out = model.roberta(
             input_ids,
             attention_mask=key_valid[:, None, None, :].expand(queries, 1, width, width),
-            position_ids=(torch.arange(width) + POSITION_OFFSET).expand(queries, width),
+            position_ids=(torch.arange(width, device=device) + POSITION_OFFSET).expand(queries, width),
             use_cache=True,
         )
         cache = out.past_key_values
-        hidden = out.last_hidden_state[torch.arange(queries), lengths - 1]
+        hidden = out.last_hidden_state[torch.arange(queries, device=device), lengths - 1]
 
-    hyp_query = torch.arange(queries)
-    hyp_node = torch.zeros(queries, dtype=torch.long)
-    hyp_nll = torch.zeros(queries, dtype=torch.float64)
+    hyp_query = torch.arange(queries, device=device)
+    hyp_node = torch.zeros(queries, dtype=torch.long, device=device)
+    hyp_nll = torch.zeros(queries, dtype=torch.float64, device=device)
     found: list[list[tuple[int, float]]] = [[] for _ in range(queries)]
+    overflowed = [False] * queries
     step = 0
     while len(hyp_query):
         times.steps += 1
@@ -175,20 +233,28 @@ def _search_batch(
             if dead_keys is not None and len(dead_keys):
                 alive = ~torch.isin(hyp_query[rows] * trie.node_count + children, dead_keys)
                 rows, tokens, children = rows[alive], tokens[alive], children[alive]
-            complete = trie.is_leaf(children)
         with times.part("head"):
             child_nll = hyp_nll[rows] + edge_nll(model, hidden, rows, tokens, head_rows)
         with times.part("bookkeeping"):
             child_query = hyp_query[rows]
+            if bound is not None:
+                within = child_nll <= bound[child_query]
+                rows, tokens, children, child_nll, child_query = rows[within], tokens[within], children[within], child_nll[within], child_query[within]
+            complete = trie.is_leaf(children)
             for q, leaf, nll in zip(child_query[complete].tolist(), children[complete].tolist(), child_nll[complete].tolist()):
                 found[q].append((leaf, nll))
-            keep = _top_k_per_query(child_query, child_nll, ~complete, k)
+            keep = _top_k_per_query(child_query, child_nll, ~complete, k if k is not None else len(child_nll))
+            if max_hypotheses is not None and len(keep):
+                over = torch.bincount(child_query[keep], minlength=queries) > max_hypotheses
+                for q in over.nonzero().squeeze(1).tolist():
+                    overflowed[q] = True
+                keep = keep[~over[child_query[keep]]]
             if not len(keep):
                 break
             parents = rows[keep]
             hyp_query, hyp_node, hyp_nll = child_query[keep], children[keep], child_nll[keep]
             cache.reorder_cache(parents)
-            key_valid = torch.cat([key_valid[parents], torch.ones(len(keep), 1, dtype=torch.bool)], 1)
+            key_valid = torch.cat([key_valid[parents], torch.ones(len(keep), 1, dtype=torch.bool, device=device)], 1)
             positions = lengths[hyp_query] + step + POSITION_OFFSET
         with times.part("encoder"):
             out = model.roberta(
@@ -200,7 +266,7 @@ def _search_batch(
             )
             hidden = out.last_hidden_state[:, 0]
         step += 1
-    return [sorted(ranked, key=lambda item: (item[1], item[0])) for ranked in found]
+    return [(sorted(ranked, key=lambda item: (item[1], item[0])), flag) for ranked, flag in zip(found, overflowed)]
 
 
 def _top_k_per_query(query: torch.Tensor, nll: torch.Tensor, eligible: torch.Tensor, k: int) -> torch.Tensor:
@@ -210,7 +276,7 @@ def _top_k_per_query(query: torch.Tensor, nll: torch.Tensor, eligible: torch.Ten
     by_nll = candidates[torch.argsort(nll[candidates], stable=True)]
     ordered = by_nll[torch.argsort(query[by_nll], stable=True)]
     grouped = query[ordered]
-    rank = torch.arange(len(ordered)) - torch.searchsorted(grouped, grouped)
+    rank = torch.arange(len(ordered), device=ordered.device) - torch.searchsorted(grouped, grouped)
     return ordered[rank < k]
 
 
@@ -265,13 +331,14 @@ def algorithm1_reference(
 
 
 def exhaustive_scores(
-    model: XLMRobertaForCausalLM, trie: EntityTrie, prefix: Sequence[int], batch_size: int = 32
+    model: XLMRobertaForCausalLM, trie: EntityTrie, prefix: Sequence[int], batch_size: int = 32, leaves: Sequence[int] | None = None
 ) -> Ranked:
-    """Every leaf of ``trie`` ranked by its object loss: summed NLL of its tokens and ``[EOS]``
-    after ``prefix`` (the paper's "straightforward approach"; summed, as the beam scores, not
-    averaged as in training)."""
-    leaves = trie.leaves.tolist()
+    """Every leaf of ``trie`` (or only ``leaves``) ranked by its object loss: summed NLL of its
+    tokens and ``[EOS]`` after ``prefix`` by teacher forcing (the paper's "straightforward
+    approach"; summed, as the beam scores, not averaged as in training)."""
+    leaves = trie.leaves.tolist() if leaves is None else list(leaves)
     names = [trie.leaf_tokens(leaf) for leaf in leaves]
+    device = model_device(model)
     scored: Ranked = []
     with torch.inference_mode():
         for start in range(0, len(names), batch_size):
@@ -284,14 +351,14 @@ def exhaustive_scores(
                 input_ids[row, : len(sequence)] = torch.tensor(sequence)
                 mask[row, :, len(sequence) :] = False
             hidden = model.roberta(
-                input_ids,
-                attention_mask=mask[:, None],
-                position_ids=(torch.arange(length) + POSITION_OFFSET).expand(len(batch), length),
+                input_ids.to(device),
+                attention_mask=mask[:, None].to(device),
+                position_ids=(torch.arange(length, device=device) + POSITION_OFFSET).expand(len(batch), length),
                 use_cache=False,
             ).last_hidden_state
             for row, name in enumerate(batch):
                 positions = hidden[row, len(prefix) - 1 : len(prefix) - 1 + len(name)]
-                per_token = edge_nll(model, positions, torch.arange(len(name)), torch.tensor(name), len(name))
+                per_token = edge_nll(model, positions, torch.arange(len(name), device=device), torch.tensor(name, device=device), len(name))
                 total = 0.0
                 for value in per_token.tolist():  # summed in generation order, as the beam does
                     total += value

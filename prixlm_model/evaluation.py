@@ -16,6 +16,13 @@ Why here and how:
   miss for every Hits@k) when the search never completes the gold, or when the gold is not a
   candidate at all (counted apart). Tie policy: realistic (PyKEEN's default, as our baselines),
   ``1 + better + equal / 2`` with ``equal`` the other leaves at exactly the gold's NLL.
+- Full rank (``full_rank``): the beam's rank is truncated (a gold outside the beam counts as a
+  miss, reciprocal rank 0) while the KGE baselines rank every candidate. So for the first
+  ``full_rank_max_queries`` queries the gold's NLL is computed by teacher forcing and every name
+  scoring at most as well is found by ``decoding.bounded_search``: the true filtered rank among
+  all candidates, same filter and tie rule. A query whose search outgrows its hypothesis budget
+  is counted as unresolved, never given a made-up rank. A search error is a query whose gold
+  scores better than the beam's best answer although the beam never completed it.
 - Results carry ``filter_hash``, the SHA-256 of the sorted known triples used, so two tables can
   be checked to use the same filter set.
 
@@ -40,12 +47,16 @@ import torch
 from transformers import PreTrainedTokenizerFast, XLMRobertaForCausalLM
 
 from prixlm_model.config import EvalSettings
-from prixlm_model.decoding import Ranked, StepTimes, constrained_beam_search
+from prixlm_model.decoding import Ranked, StepTimes, bounded_search, constrained_beam_search, exhaustive_scores
 from prixlm_model.tokenization import END, name_ids, query_prefix
 from prixlm_model.trie import EntityTrie
 
 TIE_POLICY = "realistic"
 TOP_LISTED = 10  # filtered top predictions kept per query in the per-query table
+# The bounded search may sum a name's NLL in another order than teacher forcing (about 1e-5 apart):
+# searching a little past the gold's teacher-forced NLL makes sure the gold itself is found, and
+# its searched NLL is then the one every other name is compared with.
+BOUND_SLACK = 1e-3
 
 
 @dataclass(frozen=True)
@@ -197,13 +208,15 @@ def evaluate_link_prediction(
         times=times,
     )
 
-    ranks, gold_nlls, tops = [], [], []
+    ranks, gold_nlls, tops, best_nlls = [], [], [], []
     for index, gold_leaf in enumerate(gold_leaves):
         ranked = results[decoded[index]]
         ranks.append(filtered_rank(ranked, gold_leaf, filtered[index]))
         gold_nlls.append(next((nll for leaf, nll in ranked if leaf == gold_leaf), None))
-        unfiltered = [leaf for leaf, _ in ranked if leaf not in filtered[index]][:TOP_LISTED]
-        tops.append([candidates.iris[candidates.trie.entities_of_leaf(leaf)[0]] for leaf in unfiltered])
+        unfiltered = [(leaf, nll) for leaf, nll in ranked if leaf not in filtered[index]]
+        best_nlls.append(unfiltered[0][1] if unfiltered else math.inf)
+        tops.append([candidates.iris[candidates.trie.entities_of_leaf(leaf)[0]] for leaf, _ in unfiltered[:TOP_LISTED]])
+    full = full_ranks(model, tokenizer, candidates, names, gold_leaves, filtered, ranks, best_nlls, settings) if settings.full_rank else {}
 
     metrics: dict[str, float | int | str | bool] = {
         **ranking_metrics(ranks, settings.hits_at),
@@ -218,6 +231,7 @@ def evaluate_link_prediction(
         "precision": settings.precision,
         "tie_policy": TIE_POLICY,
         "filter_hash": filter_hash(tables.known),
+        **full.get("metrics", {}),
         "seconds": time.perf_counter() - started,
     }
     per_query = pa.table(
@@ -227,7 +241,50 @@ def evaluate_link_prediction(
             "o_iri": [row[2] for row in rows],
             "rank": pa.array(ranks, pa.float64()),
             "gold_nll": pa.array(gold_nlls, pa.float64()),
+            "full_rank": pa.array(full.get("ranks", [None] * len(rows)), pa.float64()),
             "top": pa.array(tops, pa.list_(pa.string())),
         }
     )
     return LinkPredictionResult(metrics, per_query, times)
+
+
+def full_rank_queries(gold_is_candidate: Sequence[bool], cap: int) -> list[int]:
+    """The queries given a full rank: the first ``cap`` (0: all) whose gold is a candidate; the same for every model."""
+    return [q for q, known in enumerate(gold_is_candidate) if known][: cap or len(gold_is_candidate)]
+
+
+def full_ranks(
+    model: XLMRobertaForCausalLM,
+    tokenizer: PreTrainedTokenizerFast,
+    candidates: Candidates,
+    names: Sequence[tuple[str, str]],
+    gold_leaves: Sequence[int | None],
+    filtered: Sequence[set[int]],
+    beam_ranks: Sequence[float],
+    best_nlls: Sequence[float],
+    settings: EvalSettings,
+) -> dict:
+    """The true filtered rank of the gold among all candidates, for the first ``full_rank_max_queries`` queries.
+
+    Returns ``ranks`` (one per query; None where not computed or unresolved) and ``metrics``:
+    ``full_rank_<hits@k, mrr>`` over the resolved queries, their count, the unresolved count,
+    and the search errors (gold better than the beam's best answer, never reached by the beam).
+    """
+    chosen = full_rank_queries([leaf is not None for leaf in gold_leaves], settings.full_rank_max_queries)
+    prefixes = [query_prefix(tokenizer, *names[q]) for q in chosen]
+    gold_nll = [exhaustive_scores(model, candidates.trie, prefix, leaves=[gold_leaves[q]])[0][1] for q, prefix in zip(chosen, prefixes)]
+    found = bounded_search(model, candidates.trie, prefixes, [nll + BOUND_SLACK for nll in gold_nll], settings.full_rank_max_hypotheses,
+                           settings.queries_per_batch, settings.head_rows, settings.precision)
+    ranks: list[float | None] = [None] * len(names)
+    errors = 0
+    for q, ranked in zip(chosen, found):
+        if ranked is None:
+            continue
+        ranks[q] = filtered_rank(ranked, gold_leaves[q], filtered[q])
+        searched_gold = next((nll for leaf, nll in ranked if leaf == gold_leaves[q]), math.inf)
+        errors += math.isinf(beam_ranks[q]) and searched_gold < best_nlls[q]
+    resolved = [rank for rank in ranks if rank is not None]
+    metrics = {f"full_rank_{key}": value for key, value in ranking_metrics(resolved, settings.hits_at).items()}
+    metrics.update({"full_rank_queries": len(resolved), "full_rank_unresolved": len(chosen) - len(resolved), "search_errors": errors,
+                    "search_error_rate": errors / len(resolved) if resolved else 0.0})
+    return {"ranks": ranks, "metrics": metrics}

@@ -41,6 +41,9 @@ def service_environment(settings: Settings, base: dict[str, str] | None = None) 
             "MLFLOW_TRACKING_URI": settings.mlflow.resolved_uri(),
             "SPARK_LOCAL_IP": "127.0.0.1",
             "PYSPARK_PYTHON": sys.executable,
+            # Offline by default: no usage telemetry from MLflow (its UI banner and client) or anything honouring DO_NOT_TRACK.
+            "MLFLOW_DISABLE_TELEMETRY": "true",
+            "DO_NOT_TRACK": "true",
         }
     )
     if settings.model.hub_offline:

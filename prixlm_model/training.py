@@ -23,6 +23,7 @@ Why these pieces:
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import math
@@ -52,7 +53,7 @@ MARKER = "prixlm.json"  # written into a checkpoint once every rank has saved: t
 LATEST = "latest"  # the run's pointer to its newest complete checkpoint, replaced atomically
 WEIGHTS = "model.safetensors"  # full fp32 weights in each checkpoint, for the export
 # Settings that may change between a run and its resume: they do not change what is trained.
-RESUMABLE_CHANGES = frozenset({"checkpoint_every", "keep_checkpoints"})
+RESUMABLE_CHANGES = frozenset({"checkpoint_every", "keep_checkpoints", "device"})
 
 
 class NonFiniteLoss(RuntimeError):
@@ -73,9 +74,19 @@ class Position:
     skipped: int = 0
 
 
-def run_name(release: str, single: str | None) -> str:
-    """The default run name: stable for a release and variant, so a retried task resumes."""
-    return check_safe_name(f"prixlm-{release}" + (f"-single-{single}" if single else ""), "run")
+def run_name(settings: Settings, release: str) -> str:
+    """``prixlm-<release>[-single-<lang>]-<identity>``: the run that ``settings`` train on the release's shards.
+
+    The identity is a hash of what a checkpoint is bound to (the training config and the shards'
+    fingerprint), so a retried task resumes its own run, while a run with other training settings
+    or rebuilt shards trains a model of its own instead of being refused by, or overwriting, an
+    older run of the same release.
+    """
+    fingerprint = read_manifest(shard_folder(settings, release, "train")).fingerprint
+    identity = json.dumps({"config": training_config(settings, release), "shards": fingerprint}, sort_keys=True)
+    single = settings.train.single_language
+    name = f"prixlm-{release}" + (f"-single-{single}" if single else "") + "-" + hashlib.sha256(identity.encode()).hexdigest()[:8]
+    return check_safe_name(name, "run")
 
 
 def run_folder(settings: Settings, run: str) -> Path:
@@ -305,6 +316,7 @@ class Trainer:
             raise RuntimeError(f"process group says rank {rank} of {world}, the environment said {self.rank} of {self.world_size}")
         train = self.settings.train
         model, self.tokenizer = load_model(self.settings)
+        model.train()  # from_pretrained returns eval mode: without this, train.dropout never acts
         self.device = torch.device(deepspeed.get_accelerator().device_name(int(os.environ.get("LOCAL_RANK", 0))))
         random.seed(train.seed + rank)
         np.random.seed(train.seed + rank)
@@ -418,6 +430,7 @@ class Trainer:
                 "metrics": metrics,
                 "data": {"rows": self.loader.rows, "manifest_rows": self.manifest.rows, "steps_per_epoch": self.loader.steps_per_epoch, "total_steps": self.total_steps},
                 "mlflow_run_id": self.mlflow_run_id,
+                "dag_run_id": self.dag_run_id,
             }
             write_atomically(tag / MARKER, json.dumps(marker, indent=2) + "\n")
             write_atomically(self.checkpoints / LATEST, tag.name)
@@ -488,7 +501,7 @@ def train(settings: Settings, release: str, run: str | None = None, dag_run_id: 
     empty shards, a language with no triples, a checkpoint of other data, config or world size)
     raise before the process group exists.
     """
-    run = run or run_name(release, settings.train.single_language)
+    run = run or run_name(settings, release)
     dag_run_id = dag_run_id or os.environ.get("AIRFLOW_CTX_DAG_RUN_ID")
     trainer = Trainer(settings, release, run, dag_run_id)
     status = "FAILED"
@@ -516,6 +529,23 @@ def train(settings: Settings, release: str, run: str | None = None, dag_run_id: 
             dist.destroy_process_group()
 
 
+def accelerator(train: Any) -> str:
+    """``cuda`` or ``cpu`` for ``train.device`` on this machine; a clear error when the GPUs asked for are not there.
+
+    With a hostfile the GPUs are on other hosts, so only ``train.device`` is checked here.
+    """
+    import torch
+
+    available = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if train.device == "auto":
+        return "cuda" if available else "cpu"
+    if train.device == "cuda" and not available:
+        raise ValueError(f"train.device = 'cuda' but this machine has no CUDA device (train.processes = {train.processes}); use 'cpu' or 'auto'")
+    if train.device == "cuda" and not train.hostfile and train.processes > available:
+        raise ValueError(f"train.processes = {train.processes} GPUs, but this machine has {available}; lower train.processes or give train.hostfile")
+    return train.device
+
+
 def _export_stamp(folder: Path) -> int | None:
     """When the export in ``folder`` was written (its ``config.json``), or None when there is none."""
     config = folder / "config.json"
@@ -530,14 +560,13 @@ def launch(settings: Settings, release: str, dag_run_id: str | None = None, env:
     exit that this launch wrote it (an older export, e.g. of a run whose resume was refused for
     another config, is not this run's model).
     """
-    import torch
 
     from prixlm_model.runtime import service_environment
 
     train_cfg = settings.train
-    run = run_name(release, train_cfg.single_language)
+    run = run_name(settings, release)
     env = service_environment(settings, env)
-    if not torch.cuda.is_available():
+    if accelerator(train_cfg) == "cpu":
         env.update({"DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // train_cfg.processes))})
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -565,7 +594,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--release", required=True, help="the release whose shards to train on")
     parser.add_argument("--max-steps", type=int, help="override train.max_steps")
     parser.add_argument("--single", metavar="LANG", help="Prix-LM (Single): only this language's triples (train.single_language)")
-    parser.add_argument("--run", help="run name (default: prixlm-<release>[-single-<lang>]); the same name resumes")
+    parser.add_argument("--run", help="run name (default: prixlm-<release>[-single-<lang>]-<hash of the training settings and shards>); the same name resumes")
     parser.add_argument("--dag-run-id", help="Airflow DAG run id to tag the MLflow run with (default: $AIRFLOW_CTX_DAG_RUN_ID)")
     parser.add_argument("--no-export", action="store_true", help="do not export the final checkpoint")
     parser.add_argument("--local_rank", type=int, help=argparse.SUPPRESS)  # passed by the deepspeed launcher; LOCAL_RANK wins

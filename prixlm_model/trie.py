@@ -108,6 +108,21 @@ class EntityTrie:
             end_id,
         )
 
+    def to(self, device: torch.device | str) -> EntityTrie:
+        """This trie with its search arrays on ``device`` (the decoder's), so ``allowed`` runs where the model does."""
+        device = torch.device(device)
+        if self.child_offsets.device == device:
+            return self
+        moved = object.__new__(EntityTrie)
+        moved.end_id, moved.level_offsets = self.end_id, self.level_offsets
+        moved.child_offsets, moved.child_tokens = self.child_offsets.to(device), self.child_tokens.to(device)
+        moved.entity_leaf = self.entity_leaf  # entity bookkeeping stays on the CPU: it is read per result, not per step
+        return moved
+
+    @property
+    def device(self) -> torch.device:
+        return self.child_offsets.device
+
     @property
     def node_count(self) -> int:
         return len(self.child_offsets) - 1
@@ -136,9 +151,9 @@ class EntityTrie:
         nodes = nodes.long()
         starts = self.child_offsets[nodes].long()
         counts = self.child_offsets[nodes + 1].long() - starts
-        row = torch.repeat_interleave(torch.arange(len(nodes)), counts)
+        row = torch.repeat_interleave(torch.arange(len(nodes), device=nodes.device), counts)
         segment_start = torch.cumsum(counts, 0) - counts
-        edges = torch.arange(int(counts.sum())) - segment_start[row] + starts[row]
+        edges = torch.arange(int(counts.sum()), device=nodes.device) - segment_start[row] + starts[row]
         return row, self.child_tokens[edges].long(), edges + 1
 
     def is_leaf(self, nodes: torch.Tensor) -> torch.Tensor:

@@ -19,7 +19,16 @@ import torch
 
 from prixlm_model.base_model import ensure_base_model
 from prixlm_model.config import PROJECT_ROOT, load_settings
-from prixlm_model.decoding import Ranked, StepTimes, algorithm1_reference, constrained_beam_search, exhaustive_scores, load_decoder
+from prixlm_model.decoding import (
+    Ranked,
+    StepTimes,
+    algorithm1_reference,
+    bounded_search,
+    constrained_beam_search,
+    exhaustive_scores,
+    load_decoder,
+    resolve_device,
+)
 from prixlm_model.tokenization import END, name_ids, query_prefix
 from prixlm_model.trie import EntityTrie
 
@@ -96,3 +105,29 @@ def test_bf16_mode_returns_candidates(setup) -> None:
     assert ranked and {leaf for leaf, _ in ranked} <= set(trie.leaves.tolist())
     with pytest.raises(ValueError, match="precision"):
         constrained_beam_search(model, trie, queries[:1], k=3, precision="fp16")
+
+
+@pytest.mark.slow
+def test_bounded_search_returns_exactly_the_names_under_the_bound(setup) -> None:
+    """The full-rank search: every leaf whose exhaustive NLL is under the bound, none above, with the same scores."""
+    model, trie, queries = setup
+    exhaustive = [exhaustive_scores(model, trie, query) for query in queries]
+    bounds = [ranked[len(ranked) // 3][1] + 1e-9 for ranked in exhaustive]  # about a third of the candidates
+    found = bounded_search(model, trie, queries, bounds, max_hypotheses=10_000, queries_per_batch=2)
+    for ranked, reference, bound in zip(found, exhaustive, bounds):
+        expected = [(leaf, nll) for leaf, nll in reference if nll <= bound - 1e-4]
+        assert ranked is not None and 0 < len(expected) < trie.leaf_count
+        assert {leaf for leaf, _ in expected} <= {leaf for leaf, _ in ranked}
+        assert all(nll <= bound for _, nll in ranked)
+        assert_same([item for item in ranked if item[0] in dict(expected)], expected)
+    assert bounded_search(model, trie, queries[:1], [bounds[0]], max_hypotheses=1)[0] is None  # over budget: unresolved, not a wrong rank
+
+
+def test_unavailable_device_is_a_clear_error() -> None:
+    assert resolve_device("cpu").type == "cpu"
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match=r"eval\.device = 'cuda' but this machine has no CUDA device"):
+            resolve_device("cuda")
+    with pytest.raises(ValueError, match="only 'auto', 'cpu' and 'cuda'"):
+        resolve_device("meta")

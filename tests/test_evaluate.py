@@ -82,13 +82,23 @@ def test_report_has_every_model_and_language_and_reaches_mlflow(setup) -> None:
     assert sorted(p.name for p in folder.iterdir()) == ["link_prediction.csv", "link_prediction.json", "link_prediction.md"]
 
 
-def test_default_models_finds_the_exported_runs(setup, tmp_path: Path) -> None:
+def test_default_models_finds_the_runs_these_settings_train(setup, tmp_path: Path) -> None:
+    """Models are found by the run identity of the settings: another config's models are not picked up."""
+    from prixlm_model.data import shard_folder, write_shards
+    from prixlm_model.training import run_name
+
     settings, _ = setup
+    write_shards(shard_folder(settings, RELEASE, "train"), [([0, 5, 2], 1, "triple", "fr")], release=RELEASE, split="train", fingerprint="ab12")
+    single = settings.model_copy(update={"train": settings.train.model_copy(update={"single_language": "fr"})})
+    other = settings.model_copy(update={"train": settings.train.model_copy(update={"lr": 1e-3})})
+    names = [run_name(s, RELEASE) for s in (settings, single, other)]
+    assert len(set(names)) == 3 and names[1].startswith(f"prixlm-{RELEASE}-single-fr-")
     root = settings.paths.stage_dir("models", RELEASE)
-    for run_name in (f"prixlm-{RELEASE}", f"prixlm-{RELEASE}-single-fr"):
-        (root / run_name).mkdir(parents=True, exist_ok=True)
-        (root / run_name / "config.json").write_text("{}")
-    assert default_models(settings, RELEASE) == {ALL: root / f"prixlm-{RELEASE}", SINGLE: {"fr": root / f"prixlm-{RELEASE}-single-fr"}}
+    for name in names:
+        (root / name).mkdir(parents=True, exist_ok=True)
+        (root / name / "config.json").write_text("{}")
+    assert default_models(settings, RELEASE) == {ALL: root / names[0], SINGLE: {"fr": root / names[1]}}
+    assert default_models(other, RELEASE)[ALL] == root / names[2]
 
 
 class _Scores:

@@ -134,3 +134,37 @@ def test_read_split_reads_the_split_jobs_folders(tmp_path: Path) -> None:
     assert tables.known.num_rows == 1
     with pytest.raises(FileNotFoundError, match="split job"):
         read_split(tmp_path, "2016.04.01", "fr")
+
+
+def test_full_rank_is_the_rank_among_every_candidate_and_counts_search_errors(decoder) -> None:
+    """K = 1 misses most golds; the full rank still equals the rank from scoring every candidate (same filter, same ties)."""
+    from prixlm_model.decoding import exhaustive_scores
+
+    model, tokenizer = decoder
+    entities = pa.table({"iri": [iri(name) for name in NAMES], "name": NAMES})
+    candidates = build_candidates(tokenizer, entities)
+    rows = [("Olympique de Marseille", "ville", name) for name in NAMES[:6]]
+    test = triples(rows)
+    known = pa.concat_tables([test.select(["s_iri", "p_iri", "o_iri"])])
+    settings = EvalSettings(beam_size=1, max_test_queries=0, full_rank_max_queries=5)
+    result = evaluate_link_prediction(model, tokenizer, SplitTables(test, known, entities), settings, candidates)
+    scores = exhaustive_scores(model, candidates.trie, query_prefix(tokenizer, "Olympique de Marseille", "ville"))
+    full, beam = result.per_query["full_rank"].to_pylist(), result.per_query["rank"].to_pylist()
+    for q, (_, _, gold) in enumerate(rows):
+        gold_leaf = candidates.leaf_of(iri(gold))
+        others = {candidates.leaf_of(iri(name)) for _, _, name in rows} - {gold_leaf}  # the other golds are known true: filtered
+        expected = filtered_rank(scores, gold_leaf, others)
+        assert full[q] == expected if q < 5 else full[q] is None  # the cap: the sixth query gets no full rank
+        if not math.isinf(beam[q]):
+            assert beam[q] == full[q]  # where the beam reaches the gold, both ranks agree
+    assert result.metrics["full_rank_queries"] == 5 and result.metrics["full_rank_unresolved"] == 0
+    assert result.metrics["full_rank_mrr"] == pytest.approx(sum(1 / r for r in full[:5]) / 5)
+    (beam_ranked,) = constrained_beam_search(model, candidates.trie, [query_prefix(tokenizer, "Olympique de Marseille", "ville")], k=1)
+    nll = dict(scores)
+    errors = 0
+    for q, (_, _, gold) in enumerate(rows[:5]):
+        gold_leaf = candidates.leaf_of(iri(gold))
+        others = {candidates.leaf_of(iri(name)) for _, _, name in rows} - {gold_leaf}
+        best = min((value for leaf, value in beam_ranked if leaf not in others), default=math.inf)
+        errors += math.isinf(beam[q]) and nll[gold_leaf] < best - 1e-6
+    assert result.metrics["search_errors"] == errors and result.metrics["misses"] > 0

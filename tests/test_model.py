@@ -37,7 +37,20 @@ def test_loaded_as_a_decoder_with_a_tied_head(loaded) -> None:
     assert type(model).__name__ == "XLMRobertaForCausalLM" and model.config.is_decoder
     assert model.get_input_embeddings().num_embeddings == len(tokenizer) == 250087
     assert model.lm_head.decoder.weight is model.get_input_embeddings().weight
-    assert model.config.hidden_dropout_prob == model.config.attention_probs_dropout_prob == 0.1
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("dropout", [0.1, 0.0])
+def test_dropout_acts_in_train_mode_only(dropout: float) -> None:
+    """train.dropout changes the forward pass in train mode (as the trainer runs it) and never in eval mode."""
+    overrides = {"paths": {"cache_dir": str(PROJECT_ROOT / "var" / "cache")}, "model": {"base": "tiny"}, "train": {"dropout": dropout}}
+    model, tokenizer = load_model(load_settings(overrides))
+    ids, start = triple(tokenizer, "Paris", "pays", "France")
+    assert not model.training  # from_pretrained gives eval mode: the trainer must switch
+    torch.testing.assert_close(object_loss(model, ids, start), object_loss(model, ids, start), rtol=0, atol=0)
+    model.train()
+    first, second = object_loss(model, ids, start), object_loss(model, ids, start)
+    assert (first != second) if dropout else torch.equal(first, second)
 
 
 @torch.no_grad()
