@@ -46,16 +46,11 @@ def prix_lm_full():
         """#### Acquire
         Download the release's dumps for the chosen languages, verify each against its sha256,
         and write `raw/<release>/manifest.json`. Returns the resolved release."""
-        from jobs.acquire import acquire as run_acquire
-        from jobs.stage import read_stats
+        from jobs.acquire import run
         from prixlm_model.config import overrides_from_params
-        from prixlm_model.tracking import log_stage
 
         context = get_current_context()
-        settings = load_settings(overrides_from_params(context["params"]))
-        release = run_acquire(settings)["release"]
-        log_stage(settings, context["run_id"], "acquire", release, read_stats(settings.paths.stage_dir("raw", release)))
-        return release
+        return run(load_settings(overrides_from_params(context["params"])), context["run_id"], context["dag"].dag_id)
 
     @task
     def package_code() -> str:

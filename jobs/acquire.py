@@ -218,12 +218,12 @@ def fetch_to_part(remote: RemoteFile, part: Path, settings: AcquireSettings) -> 
 
 
 def verify(remote: RemoteFile, path: Path, settings: AcquireSettings) -> str:
-    """Return the sha256 of a verified file: the published hash when there is one, else a bz2 check."""
+    """Return the sha256 of a verified file: the published hash when there is one, and for every bz2 the
+    stream read to its end within the expansion bound (a checksum proves origin, not a sane size)."""
     actual = sha256_of(path)
-    if remote.sha256:
-        if actual != remote.sha256.lower():
-            raise ChecksumMismatch(f"{remote.url}: sha256 mismatch: expected {remote.sha256}, got {actual}")
-    elif remote.name.endswith(".bz2"):
+    if remote.sha256 and actual != remote.sha256.lower():
+        raise ChecksumMismatch(f"{remote.url}: sha256 mismatch: expected {remote.sha256}, got {actual}")
+    if remote.name.endswith(".bz2"):
         check_bz2_stream(path, remote.name, settings.max_expansion)
     return actual
 
@@ -275,6 +275,21 @@ def write_json_atomically(path: Path, payload: dict) -> None:
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     temporary.write_text(json.dumps(payload, indent=1, sort_keys=True, ensure_ascii=False))
     os.replace(temporary, path)
+
+
+def run(settings: Settings, dag_run_id: str | None = None, dag_id: str | None = None) -> str:
+    """The DAG task: acquire, log the stage and describe the DAG run in MLflow (tags, resolved settings); return the release."""
+    from jobs.stage import read_stats
+    from prixlm_model.tracking import describe_pipeline_run, log_stage, require_reachable
+
+    if dag_run_id:  # before any download (FAULTS 27)
+        require_reachable(settings.mlflow.resolved_uri())
+    release = acquire(settings)["release"]
+    if dag_run_id:
+        tags = {"airflow.dag_id": dag_id or "", "airflow.run_id": dag_run_id, "prixlm.release": release}
+        describe_pipeline_run(settings, dag_run_id, tags)
+        log_stage(settings, dag_run_id, "acquire", release, read_stats(settings.paths.stage_dir("raw", release)))
+    return release
 
 
 def acquire(settings: Settings) -> dict:

@@ -323,6 +323,10 @@ def run(settings: Settings, release: str, models: ModelFolders, dag_run_id: str 
     from prixlm_model.evaluation import filter_hash
 
     started = time.perf_counter()
+    if dag_run_id:  # before the heavy work, not after it (FAULTS 27)
+        from prixlm_model.tracking import require_reachable
+
+        require_reachable(settings.mlflow.resolved_uri())
     split = require_complete(settings.paths.stage_dir("split", release), "split")
     languages = evaluated_languages(split)
     split_table = {row["lang"]: row for row in read_stats(split).get("table", [])}
@@ -362,8 +366,33 @@ def run(settings: Settings, release: str, models: ModelFolders, dag_run_id: str 
         from prixlm_model.tracking import log_stage
 
         report["mlflow_run_id"] = log_stage(settings, dag_run_id, "evaluate", release, mlflow_stats(report), artifacts=paths)
+        log_plots(settings, report, split_table_rows(split), models)
     log.info("link prediction %s: %d rows for %s in %s", release, len(rows), ", ".join(languages), paths[1])
     return report
+
+
+def split_table_rows(split: Path) -> list[dict[str, Any]]:
+    """The split's Table 1 rows (one per language)."""
+    return read_stats(split).get("table", [])
+
+
+def log_plots(settings: Settings, report: dict[str, Any], table1: list[dict[str, Any]], models: ModelFolders) -> None:
+    """Hits@k and full-rank MRR bar charts, Table 1, and the training loss curves of the evaluated models, on the evaluate run."""
+    from prixlm_model import plots, tracking
+
+    curves = {}
+    for label, value in models.items():
+        for lang, folder in (value.items() if isinstance(value, dict) else [("", value)]):
+            marker = Path(folder) / "training.json"
+            run_id = json.loads(marker.read_text())["mlflow_run_id"] if marker.is_file() else None
+            if run_id:
+                curves[f"{label} {lang}".strip()] = tracking.metric_history(settings, run_id, "loss")
+    hits_at = report["settings"]["hits_at"]
+    figures = {f"link_prediction_{slug(m)}": plots.hits_bars(report["rows"], m) for m in [*(f"hits@{k}" for k in hits_at), "full_rank_mrr"]}
+    figures["table1"] = plots.table1_bars(table1)
+    if curves:
+        figures["training_loss"] = plots.loss_curves(curves)
+    tracking.log_figures(settings, report["mlflow_run_id"], figures)
 
 
 def parse_models(values: Sequence[str], singles: Sequence[str]) -> ModelFolders:

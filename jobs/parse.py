@@ -222,16 +222,31 @@ def discover_inputs(raw_dir: Path) -> list[InputFile]:
     return found
 
 
-def _decompress(item: InputFile, target: Path) -> Path:
+def _decompress(item: InputFile, target: Path, max_expansion: int) -> Path:
+    """Stream ``item`` to ``target``, refusing to write more than ``max_expansion`` times its size (FAULTS 33).
+
+    The same bound acquire checks: a published checksum proves where a file came from, not that
+    it expands to something sane.
+    """
+    limit = max(item.path.stat().st_size * max_expansion, 1 << 20)
+    written = 0
     try:
         with COMPRESSED[item.codec](item.path, "rb") as source, open(target, "wb") as sink:
-            shutil.copyfileobj(source, sink, 1 << 20)
+            for block in iter(lambda: source.read(1 << 20), b""):
+                written += len(block)
+                if written > limit:
+                    raise CorruptInputError(f"{item.rel}: expands beyond {max_expansion}x its compressed size (acquire.max_expansion); "
+                                            f"refused as a decompression bomb, no line of it was parsed")
+                sink.write(block)
+    except CorruptInputError:
+        target.unlink(missing_ok=True)
+        raise
     except (EOFError, OSError, lzma.LZMAError) as exc:
         raise CorruptInputError(f"{item.rel}: compressed file is truncated or corrupt ({exc}); no line of it was parsed") from exc
     return target
 
 
-def stage_inputs(inputs: list[InputFile], work_dir: Path, workers: int = 0) -> dict[str, tuple[Path, InputFile]]:
+def stage_inputs(inputs: list[InputFile], work_dir: Path, workers: int = 0, max_expansion: int = 200) -> dict[str, tuple[Path, InputFile]]:
     """Decompress compressed inputs into ``work_dir`` (plain ones stay where they are).
 
     Returns ``{resolved plain path: (plain path, input)}``. Raises ``CorruptInputError`` naming the
@@ -246,7 +261,7 @@ def stage_inputs(inputs: list[InputFile], work_dir: Path, workers: int = 0) -> d
                 staged[str(item.path.resolve())] = (item.path, item)
             else:
                 target = work_dir / f"{index:05d}{'.nq' if item.quads else '.nt'}"
-                jobs.append((item, pool.submit(_decompress, item, target)))
+                jobs.append((item, pool.submit(_decompress, item, target, max_expansion)))
         for item, future in jobs:
             path = future.result()
             staged[str(path.resolve())] = (path, item)
@@ -673,7 +688,7 @@ def run(spark: SparkSession, settings: Settings, release: str) -> dict[str, Any]
     classified = None
     with atomic_output(settings.paths.stage_dir("parsed", release)) as staging:
         try:
-            staged = stage_inputs(inputs, staging / "_input", cfg.decompress_workers)
+            staged = stage_inputs(inputs, staging / "_input", cfg.decompress_workers, settings.acquire.max_expansion)
             decompressed_s = time.time() - started
             spark.conf.set("spark.sql.files.maxPartitionBytes", str(split_bytes(staged, spark.sparkContext.defaultParallelism)))
             classified = classify_lines(read_lines(spark, staged), cfg).persist(StorageLevel.MEMORY_AND_DISK)

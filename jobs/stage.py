@@ -144,6 +144,10 @@ def spark_stage_main(argv: list[str] | None, doc: str, stage: str, upstream: str
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = load_settings()
     release = resolve_release(settings, args.release, upstream)
+    if args.dag_run_id:  # before the heavy work, not after it (FAULTS 27)
+        from prixlm_model.tracking import require_reachable
+
+        require_reachable(settings.mlflow.resolved_uri())
     spark = spark_session(settings, stage, args.master)
     try:
         stats = run(spark, settings, release)

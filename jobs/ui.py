@@ -91,39 +91,75 @@ def stop(process: subprocess.Popen) -> None:
             os.killpg(process.pid, signal.SIGKILL)
 
 
+class Services:
+    """``airflow standalone`` and ``mlflow server`` on loopback, started together and stopped together.
+
+    Tasks log to MLflow through the server (``mlflow.tracking_uri`` is its URL), so a reviewer and
+    the pipeline see one store, and a stopped server is noticed by the tasks (FAULTS 27).
+    ``make ui`` uses this; so do the tests that run the pipeline under the real scheduler.
+    """
+
+    def __init__(self, settings, airflow_port: int = 8080, mlflow_port: int = 5000, extra_env: dict[str, str] | None = None) -> None:
+        self.settings = settings
+        self.airflow_url = f"http://127.0.0.1:{airflow_port}"
+        self.mlflow_url = f"http://127.0.0.1:{mlflow_port}"
+        self.mlflow_port = mlflow_port
+        self.env = airflow_environment(settings, airflow_port)
+        self.env.update({"PRIXLM_MLFLOW__TRACKING_URI": self.mlflow_url, "MLFLOW_TRACKING_URI": self.mlflow_url, **(extra_env or {})})
+        self.logs = settings.paths.data_root / "reports"
+        self.processes: dict[str, subprocess.Popen] = {}
+
+    @property
+    def password_file(self) -> Path:
+        return Path(self.env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"])
+
+    def start_mlflow(self) -> None:
+        artifacts = self.settings.paths.data_root / "mlflow" / "artifacts"
+        artifacts.mkdir(parents=True, exist_ok=True)
+        command = ["mlflow", "server", "--backend-store-uri", self.settings.mlflow.resolved_uri(), "--artifacts-destination", str(artifacts),
+                   "--host", "127.0.0.1", "--port", str(self.mlflow_port), "--workers", "1"]
+        self.processes["mlflow"] = start(command, self.env, self.logs / "mlflow-server.log")
+        wait_until_up(f"{self.mlflow_url}/health", self.processes["mlflow"])
+
+    def stop_mlflow(self) -> None:
+        stop(self.processes.pop("mlflow"))
+
+    def __enter__(self) -> "Services":
+        self.logs.mkdir(parents=True, exist_ok=True)
+        try:
+            self.processes["airflow"] = start(["airflow", "standalone"], self.env, self.logs / "airflow-standalone.log")
+            self.start_mlflow()
+            wait_until_up(f"{self.airflow_url}/api/v2/monitor/health", self.processes["airflow"], timeout_s=240)
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *_) -> None:
+        for process in self.processes.values():
+            stop(process)
+        self.processes.clear()
+
+    def running(self) -> bool:
+        return all(process.poll() is None for process in self.processes.values())
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--airflow-port", type=int, default=8080)
     parser.add_argument("--mlflow-port", type=int, default=5000)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # a plain `kill` also stops both services (finally below)
-    settings = load_settings()
-    env = airflow_environment(settings, args.airflow_port)
-    airflow_url = f"http://127.0.0.1:{args.airflow_port}"
-    logs = settings.paths.data_root / "reports"
-    logs.mkdir(parents=True, exist_ok=True)
-    artifacts = settings.paths.data_root / "mlflow" / "artifacts"
-    artifacts.mkdir(parents=True, exist_ok=True)
-    services = [
-        start(["airflow", "standalone"], env, logs / "airflow-standalone.log"),
-        start(["mlflow", "server", "--backend-store-uri", settings.mlflow.resolved_uri(), "--artifacts-destination", str(artifacts),
-               "--host", "127.0.0.1", "--port", str(args.mlflow_port), "--workers", "1"], env, logs / "mlflow-server.log"),
-    ]
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # a plain `kill` also stops both services (the with below)
     try:
-        wait_until_up(f"{airflow_url}/api/v2/monitor/health", services[0])
-        wait_until_up(f"http://127.0.0.1:{args.mlflow_port}/health", services[1])
-        passwords = Path(env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"])
-        print(f"Airflow: {airflow_url}  (user admin; password in {passwords})")
-        print(f"MLflow:  http://127.0.0.1:{args.mlflow_port}")
-        print("Ctrl-C stops both.", flush=True)
-        while all(service.poll() is None for service in services):
-            time.sleep(2)
+        with Services(load_settings(), args.airflow_port, args.mlflow_port) as services:
+            print(f"Airflow: {services.airflow_url}  (user admin; password in {services.password_file})")
+            print(f"MLflow:  {services.mlflow_url}")
+            print("Ctrl-C stops both.", flush=True)
+            while services.running():
+                time.sleep(2)
     except KeyboardInterrupt:
         pass
-    finally:
-        for service in services:
-            stop(service)
 
 
 if __name__ == "__main__":

@@ -274,6 +274,7 @@ class TrainSettings(_Section):
     seed: int = 42  # data order, dropout and new rows; each process adds its rank for dropout
     checkpoint_every: int = Field(500, ge=1)  # save a DeepSpeed checkpoint every N optimizer steps (and at the end)
     keep_checkpoints: int = Field(2, ge=1)  # complete checkpoints kept; older ones are deleted after a newer one is complete
+    keep_finished_checkpoints: bool = False  # keep a run's checkpoints after its model is exported (a resume needs them only while the run is live)
     gradient_clipping: float = Field(1.0, ge=0)  # clip the global gradient norm to this; 0: no clipping
     nonfinite: Literal["stop", "skip"] = "stop"  # a NaN/inf loss stops the run naming step and batch, or skips that batch and counts it
     max_skipped: int = Field(10, ge=0)  # with nonfinite = "skip": stop anyway after this many skipped batches

@@ -18,6 +18,7 @@ from prixlm_model.config import Settings
 
 log = logging.getLogger(__name__)
 
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}  # the UI opens on the runs table, not the GenAI traces
 DAG_RUN_TAG = "airflow.dag_run_id"
 STAGE_TAG = "prixlm.stage"
 PARENT_TAG = "mlflow.parentRunId"
@@ -28,16 +29,43 @@ def artifact_location(settings: Settings) -> str:
     return (settings.paths.data_root / "mlflow" / "artifacts").as_uri()
 
 
+class TrackingUnavailable(RuntimeError):
+    """The MLflow tracking server does not answer: the task stops before any heavy work, and its retry logs again."""
+
+
+def require_reachable(uri: str, timeout_s: float = 5.0) -> None:
+    """Fail fast, naming the server and the setting, when an http(s) tracking server is down (FAULTS 27).
+
+    Why fail and not buffer: every stage's outputs are written atomically and a retried task
+    finds its MLflow run again, so failing loses nothing and the Airflow retry logs it all later;
+    buffered logs would live only as long as the worker process.
+    """
+    if not uri.startswith(("http://", "https://")):
+        return
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout_s):
+            return
+    except OSError as error:
+        raise TrackingUnavailable(f"MLflow tracking server {uri} is unreachable ({error}); start it (make ui) or point mlflow.tracking_uri "
+                                  f"elsewhere; the task will be retried, nothing was lost") from None
+
+
 def _client(settings: Settings):
     from mlflow.tracking import MlflowClient
 
     uri = settings.mlflow.resolved_uri()
+    require_reachable(uri)
     client = MlflowClient(tracking_uri=uri)
     experiment = client.get_experiment_by_name(settings.mlflow.experiment)
     if experiment is not None:
+        if experiment.tags.get("mlflow.experimentKind") is None:
+            for key, value in EXPERIMENT_KIND.items():
+                client.set_experiment_tag(experiment.experiment_id, key, value)
         return client, experiment.experiment_id
     location = artifact_location(settings) if uri.startswith("sqlite:") else None
-    return client, client.create_experiment(settings.mlflow.experiment, artifact_location=location)
+    return client, client.create_experiment(settings.mlflow.experiment, artifact_location=location, tags=EXPERIMENT_KIND)
 
 
 def experiment_id(settings: Settings) -> str:
@@ -111,3 +139,62 @@ def log_stage(settings: Settings, dag_run_id: str, stage: str, release: str, sta
     client.set_terminated(run_id)
     log.info("logged %s statistics for %s to MLflow run %s (%d metrics)", stage, release, run_id, len(metrics))
     return run_id
+
+
+def redact(value: str) -> str:
+    """A setting's text without URL credentials (``https://user:secret@host`` -> ``https://***@host``)."""
+    return re.sub(r"(?<=://)[^/@\s]+@", "***@", value)
+
+
+def describe_pipeline_run(settings: Settings, dag_run_id: str, tags: dict[str, str]) -> str:
+    """Tag the DAG run's parent run (dag id, run id, release) and log the resolved settings once: as ``config/settings.json`` and as params."""
+    import json
+
+    from mlflow.entities import Param
+
+    client, _ = _client(settings)
+    parent = pipeline_run(settings, dag_run_id)
+    for key, value in tags.items():
+        client.set_tag(parent, key, value)
+    resolved = json.loads(redact(settings.model_dump_json()))
+    client.log_dict(parent, resolved, "config/settings.json")
+    existing = client.get_run(parent).data.params
+    flat = {f"{section}.{key}": str(value)[:6000] for section, values in resolved.items() for key, value in values.items()}
+    params = [Param(key, value) for key, value in flat.items() if key not in existing]
+    for start in range(0, len(params), 100):
+        client.log_batch(parent, params=params[start : start + 100])
+    return parent
+
+
+def log_figures(settings: Settings, run_id: str, figures: dict[str, Any]) -> None:
+    """Log matplotlib figures as PNG artifacts under ``plots/`` of ``run_id``."""
+    client, _ = _client(settings)
+    for name, figure in figures.items():
+        client.log_figure(run_id, figure, f"plots/{name}.png")
+
+
+def metric_history(settings: Settings, run_id: str, key: str) -> list[tuple[int, float]]:
+    """``(step, value)`` of a logged metric, in step order."""
+    client, _ = _client(settings)
+    return sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
+
+
+def register_model(settings: Settings, name: str, folder: Path, run_id: str | None, tags: dict[str, str]) -> str:
+    """A new version of registered model ``name`` for an exported model folder, its card as description; returns the version.
+
+    The version's source is the folder itself: the weights are not copied into MLflow's store.
+    A folder already registered (a retried export of the same run) gets no second version.
+    """
+    from mlflow.exceptions import MlflowException
+
+    client, _ = _client(settings)
+    try:
+        client.create_registered_model(name, description="Prix-LM models exported by the pipeline, one version per training run")
+    except MlflowException:
+        pass  # it exists
+    source = folder.resolve().as_uri()
+    for version in client.search_model_versions(f"name = '{name}'"):
+        if version.source == source:
+            return version.version
+    card = (folder / "README.md").read_text(encoding="utf-8") if (folder / "README.md").is_file() else ""
+    return client.create_model_version(name, source, run_id=run_id, tags=tags, description=card[:5000]).version

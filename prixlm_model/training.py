@@ -53,7 +53,7 @@ MARKER = "prixlm.json"  # written into a checkpoint once every rank has saved: t
 LATEST = "latest"  # the run's pointer to its newest complete checkpoint, replaced atomically
 WEIGHTS = "model.safetensors"  # full fp32 weights in each checkpoint, for the export
 # Settings that may change between a run and its resume: they do not change what is trained.
-RESUMABLE_CHANGES = frozenset({"checkpoint_every", "keep_checkpoints", "device"})
+RESUMABLE_CHANGES = frozenset({"checkpoint_every", "keep_checkpoints", "keep_finished_checkpoints", "device"})
 
 
 class NonFiniteLoss(RuntimeError):
@@ -519,7 +519,14 @@ def train(settings: Settings, release: str, run: str | None = None, dag_run_id: 
             trainer.log_tags({"model.path": str(folder)})
             import mlflow
 
+            from prixlm_model import tracking
+
             mlflow.log_artifact(str(folder / "README.md"), artifact_path="model")
+            name = "prix-lm" + (f"-single-{settings.train.single_language}" if settings.train.single_language else "")
+            version = tracking.register_model(settings, name, folder, trainer.mlflow_run_id, {"release": release, "run": run, "dag_run_id": dag_run_id or ""})
+            trainer.log_tags({"model.registered": f"{name}/{version}"})
+            if not settings.train.keep_finished_checkpoints:  # the export is the run's product; 1.8 GB per checkpoint is not
+                shutil.rmtree(trainer.checkpoints)
         status = "FINISHED"
         return final
     finally:
@@ -544,6 +551,17 @@ def accelerator(train: Any) -> str:
     if train.device == "cuda" and not train.hostfile and train.processes > available:
         raise ValueError(f"train.processes = {train.processes} GPUs, but this machine has {available}; lower train.processes or give train.hostfile")
     return train.device
+
+
+def finished_export(folder: Path, settings: Settings, release: str) -> bool:
+    """Whether ``folder`` holds the final export of a run with exactly these settings and shards (a re-run need not train)."""
+    marker_path = folder / "training.json"
+    if not (folder / "config.json").is_file() or not marker_path.is_file():
+        return False
+    marker = json.loads(marker_path.read_text(encoding="utf-8"))
+    fingerprint = read_manifest(shard_folder(settings, release, "train")).fingerprint
+    return (marker["step"] == marker["data"]["total_steps"] and marker["config"] == training_config(settings, release)
+            and marker["fingerprint"] == fingerprint)
 
 
 def _export_stamp(folder: Path) -> int | None:
@@ -577,6 +595,9 @@ def launch(settings: Settings, release: str, dag_run_id: str | None = None, env:
     if dag_run_id:
         command += ["--dag-run-id", dag_run_id]
     folder = settings.paths.stage_dir("models", release) / run
+    if finished_export(folder, settings, release):
+        log.info("%s is this run's finished model (same settings and shards): nothing to train", folder)
+        return folder
     exported_before = _export_stamp(folder)
     log.info("launching: %s", " ".join(command))
     result = subprocess.run(command, env=env, cwd=PROJECT_ROOT)

@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -325,6 +326,25 @@ def test_decompression_bomb_is_refused(tmp_path, mirror_copy, serve):
         acquire(settings)
 
 
+def test_checksummed_decompression_bomb_is_quarantined(tmp_path, mirror_copy, serve):
+    """FAULTS 33 with a published sha256 (the Databus always publishes one): the hash matches, the expansion is still bounded."""
+    bomb = bz2.compress(b"\0" * (64 << 20))
+    target = mirror_copy / GROUP / "labels/2016.10.01" / LABELS_FR
+    target.write_bytes(bomb)
+    meta_path = mirror_copy / GROUP / "labels/2016.10.01/index.jsonld"
+    meta = json.loads(meta_path.read_text())
+    for node in meta["@graph"]:
+        if node.get("file") == LABELS_FR:
+            node["sha256sum"], node["byteSize"] = hashlib.sha256(bomb).hexdigest(), len(bomb)
+    meta_path.write_text(json.dumps(meta))
+    server = serve(mirror_copy)
+    settings = http_settings(tmp_path, f"{server.url}/{GROUP}", languages=["fr"], artifacts=["labels"])
+    with pytest.raises(DownloadError, match="decompression bomb"):
+        acquire(settings)
+    assert not (settings.paths.data_root / "raw/2016.10.01/fr" / LABELS_FR).exists()
+    assert [p.read_bytes() == bomb for p in (settings.paths.data_root / "quarantine/2016.10.01/fr").glob(f"{LABELS_FR}.*") if p.suffix != ".txt"] == [True]
+
+
 def test_file_larger_than_the_limit_is_refused(tmp_path, mirror_copy, serve):
     server = serve(mirror_copy)
     settings = http_settings(tmp_path, f"{server.url}/{GROUP}", languages=["fr"], artifacts=["labels"], max_file_bytes=10_000)
@@ -380,3 +400,21 @@ def test_last_acquired_release_reads_complete_manifests(tmp_path, mirror_copy, s
     with pytest.raises(NotFound):
         acquire(http_settings(tmp_path, f"{server.url}/{GROUP}", release="2015.10.01", artifacts=["labels"]))
     assert last_acquired_release(settings) == "2016.04.01"
+
+
+def test_unreachable_mlflow_fails_before_any_download(tmp_path, mirror_copy, serve):
+    """FAULTS 27: the tracking server is down (a closed loopback port): the task stops at once, naming it, and writes nothing."""
+    from jobs.acquire import run
+    from prixlm_model.tracking import TrackingUnavailable
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    server = serve(mirror_copy)
+    settings = http_settings(tmp_path, f"{server.url}/{GROUP}", languages=["fr"], artifacts=["labels"])
+    settings = settings.model_copy(update={"mlflow": settings.mlflow.model_copy(update={"tracking_uri": f"http://127.0.0.1:{closed}"})})
+    started = time.monotonic()
+    with pytest.raises(TrackingUnavailable, match=rf"MLflow tracking server http://127.0.0.1:{closed} is unreachable .* nothing was lost"):
+        run(settings, "manual__unreachable", "prix_lm_full")
+    assert time.monotonic() - started < 30
+    assert not (settings.paths.data_root / "raw").exists()

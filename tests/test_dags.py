@@ -105,17 +105,26 @@ def test_whole_pipeline_under_dags_test(airflow):
     parent = runs[0].data.tags["mlflow.parentRunId"]
     children = client.search_runs([experiment.experiment_id], f"tags.`mlflow.parentRunId` = '{parent}'")
     assert {run.data.tags["prixlm.stage"] for run in children} >= {"acquire", "parse", "sequences", "split", "shards"}
-    model = root / "models/2016.04.01/prixlm-2016.04.01"
+    (model,) = [folder for folder in (root / "models/2016.04.01").glob("prixlm-2016.04.01-*") if "-single-" not in folder.name]
     assert (model / "config.json").exists() and (model / "README.md").exists()
-    train_runs = {run.data.tags["prixlm.stage"]: run for run in children if run.data.tags["prixlm.stage"].startswith("train/")}
+    assert not (root / "runs" / model.name / "checkpoints").exists()  # a finished run keeps its export, not its checkpoints
+    train_runs = {run.data.tags["prixlm.stage"].rsplit("-", 1)[0]: run for run in children if run.data.tags["prixlm.stage"].startswith("train/")}
     assert set(train_runs) == {"train/prixlm-2016.04.01", "train/prixlm-2016.04.01-single-fr", "train/prixlm-2016.04.01-single-en"}
     assert len(client.get_metric_history(train_runs["train/prixlm-2016.04.01"].info.run_id, "loss")) == 2
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    pipeline = client.get_run(parent)
+    assert pipeline.data.tags["prixlm.release"] == "2016.04.01" and pipeline.data.tags["airflow.dag_id"] == "prix_lm_full"
+    assert pipeline.data.params["train.max_steps"] == "2"  # the resolved settings, as params and as one artifact
+    assert [a.path for a in client.list_artifacts(parent, "config")] == ["config/settings.json"]
+    assert [v.tags["release"] for v in client.search_model_versions("name = 'prix-lm'")] == ["2016.04.01"]
     report = json.loads((root / "reports/2016.04.01/link_prediction.json").read_text())
     assert {(row["lang"], row["model"]) for row in report["rows"]} == {
         (lang, model) for lang in ("fr", "en") for model in ("Prix-LM (All)", "Prix-LM (Single)", "TransE", "RotatE")
     }
     evaluate = next(run for run in children if run.data.tags["prixlm.stage"] == "evaluate")
     assert any(key.endswith("mrr") for key in evaluate.data.metrics)
+    plots = {a.path for a in client.list_artifacts(evaluate.info.run_id, "plots")}
+    assert {"plots/link_prediction_hits_at_1.png", "plots/table1.png", "plots/training_loss.png"} <= plots
 
 
 def test_bad_params_are_rejected_naming_the_field(airflow):

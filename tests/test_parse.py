@@ -360,6 +360,17 @@ def test_truncated_bz2_fails_naming_the_file(spark, workspace, sample_mirror):
     assert not list((root / "parsed").glob(".truncated.*"))
 
 
+def test_decompression_bomb_is_refused_naming_the_file(spark, workspace):
+    """FAULTS 33 in parse: a bz2 already on disk (checksummed or not) never expands past acquire.max_expansion."""
+    root, _, settings = workspace
+    raw = root / "raw" / "bomb" / "fr"
+    raw.mkdir(parents=True)
+    (raw / "labels_lang=fr.ttl.bz2").write_bytes(bz2.compress(b"\0" * (64 << 20)))
+    with pytest.raises(parse.CorruptInputError, match=r"fr/labels_lang=fr\.ttl\.bz2: expands beyond 200x .* decompression bomb"):
+        parse.run(spark, settings, "bomb")
+    assert not (root / "parsed" / "bomb").exists() and not list((root / "parsed").glob(".bomb.*"))
+
+
 def test_rerun_replaces_output_with_the_same_counts(spark, parsed, workspace):
     out, first = parsed
     _, _, settings = workspace
