@@ -26,6 +26,7 @@ Floating-point results differ from the reference only by summation order (about 
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
@@ -34,9 +35,11 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast, XLMRobertaForCausalLM
 
+from prixlm_model.progress import Progress
 from prixlm_model.tokenization import load_tokenizer, resize_model_embeddings
 from prixlm_model.trie import EntityTrie
 
+log = logging.getLogger(__name__)
 PAD = 1  # XLM-R's <pad>
 POSITION_OFFSET = 2  # XLM-R's first position id (padding_idx + 1)
 Ranked = list[tuple[int, float]]  # (trie leaf, summed NLL), best first
@@ -172,12 +175,14 @@ def _search(model, trie, prefixes, k, dead_nodes, bounds, max_hypotheses, querie
     device = model_device(model)
     trie = trie.to(device)
     results: list[tuple[Ranked, bool]] = []
+    progress = Progress("beam search" if bounds is None else "full-rank search", len(prefixes), "queries", log)
     with torch.inference_mode(), precision_context(precision, device):
         for start in range(0, len(prefixes), queries_per_batch):
             batch = range(start, min(start + queries_per_batch, len(prefixes)))
             dead = [dead_nodes[q].to(device) for q in batch] if dead_nodes is not None else None
             bound = torch.tensor([bounds[q] for q in batch], dtype=torch.float64, device=device) if bounds is not None else None
             results += _search_batch(model, trie, [prefixes[q] for q in batch], k, dead, head_rows, times, bound, max_hypotheses)
+            progress.update(len(results))
     return results
 
 

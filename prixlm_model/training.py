@@ -46,6 +46,7 @@ import torch.distributed as dist
 from prixlm_model.config import PROJECT_ROOT, Settings, check_safe_name, load_settings
 from prixlm_model.data import Batch, Manifest, ShardLoader, read_manifest, shard_folder
 from prixlm_model.model import load_model, object_loss
+from prixlm_model.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -367,6 +368,7 @@ class Trainer:
         train = self.settings.train
         stream = self.batches()
         metrics: dict[str, float] = {}
+        progress = Progress(f"training {self.run}", self.total_steps, "steps", log, done=self.position.step) if self.rank == 0 else None
         while self.position.step < self.total_steps:
             step = self.position.step
             lr = self.schedule.get_last_lr()[0]
@@ -403,6 +405,8 @@ class Trainer:
                 "skipped_batches": float(self.position.skipped),
             }
             self.log_metrics(metrics, self.position.step)
+            if progress and progress.update(self.position.step):
+                log.info("loss %.4f, %.1f sequences/s", metrics["loss"], metrics["sequences_per_s"])
             if self.position.step % train.checkpoint_every == 0 or self.position.step == self.total_steps:
                 self.save(metrics)
         return metrics
@@ -620,6 +624,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-export", action="store_true", help="do not export the final checkpoint")
     parser.add_argument("--local_rank", type=int, help=argparse.SUPPRESS)  # passed by the deepspeed launcher; LOCAL_RANK wins
     args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     overrides: dict[str, Any] = {}
     if args.max_steps is not None:
         overrides["max_steps"] = args.max_steps
