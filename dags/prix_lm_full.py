@@ -109,6 +109,16 @@ def prix_lm_full():
         run(settings, release, default_models(settings, release), context["run_id"])
         return str(settings.paths.stage_dir("reports", release))
 
+    @task(trigger_rule="all_done")  # also after a failed run: disk is reclaimed either way, the current release is kept
+    def retention(release: str) -> list[str]:
+        """#### Retention
+        Keep each stage's outputs of only the newest `paths.keep_releases` releases (0: all); the
+        run's own release is never removed."""
+        from jobs.retention import prune
+        from prixlm_model.config import overrides_from_params
+
+        return [str(path) for path in prune(load_settings(overrides_from_params(get_current_context()["params"])), release)]
+
     settings = load_settings()
     spark_jobs = [
         SparkSubmitOperator(task_id=job, doc_md=f"#### {job}\nSee `jobs/{job}.py`.", **spark_job_kwargs(settings, job, RELEASE, "{{ run_id }}"))
@@ -123,7 +133,7 @@ def prix_lm_full():
     languages = single_languages(release)
     spark_jobs[-1] >> languages  # the language list reads the split
     singles = pretrain_single.partial(release=release).expand(language=languages)
-    trained >> singles >> evaluate(release)
+    trained >> singles >> evaluate(release) >> retention(release)
 
 
 prix_lm_full()

@@ -83,6 +83,11 @@ def summarise(settings, seconds: float) -> None:
         print(f"\nlink prediction ({report}):\n")
         print(report.read_text())
     print(f"MLflow: {settings.mlflow.resolved_uri()}  (make ui to browse)")
+    from jobs.retention import disk_usage
+
+    usage = disk_usage(settings)
+    print(f"disk under {settings.paths.data_root}: {sum(usage.values()) / 2**30:.2f} GiB ("
+          + ", ".join(f"{name} {size / 2**20:.0f} MiB" for name, size in sorted(usage.items(), key=lambda item: -item[1]) if size >= 2**20) + ")")
 
 
 if __name__ == "__main__":

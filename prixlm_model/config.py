@@ -48,6 +48,7 @@ class _Section(BaseModel):
 class PathsSettings(_Section):
     data_root: Path = Path("var")  # every stage's output lives below this; relative paths are from the project root
     cache_dir: Path = Path("var/cache")  # converted base models and other derived, re-creatable files
+    keep_releases: int = Field(0, ge=0)  # after a run, keep each stage's outputs of only the newest N releases; 0: keep every release
 
     @field_validator("data_root", "cache_dir")
     @classmethod
