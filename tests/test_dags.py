@@ -128,12 +128,14 @@ def test_whole_pipeline_under_dags_test(airflow):
 
 
 def test_bad_params_are_rejected_naming_the_field(airflow):
+    """FAULTS 29: an unknown language in the Params is refused at trigger time, naming the field."""
     result = airflow("dags", "test", "prix_lm_full", "-c", json.dumps({"languages": ["xx"]}), check=False)
     output = result.stdout + result.stderr
     assert result.returncode != 0 and "languages" in output and "'xx' is not one of" in output
 
 
 def test_refresh_starts_the_pipeline_only_for_a_new_release(airflow, mirror_server):
+    """FAULTS 28 (no news): nothing newer than the last acquired release starts nothing."""
     settings = airflow.settings
     acquire(settings.model_copy(update={"acquire": settings.acquire.model_copy(update={"release": "2016.04.01"})}))
     before = pipeline_runs(airflow)
@@ -149,6 +151,7 @@ def test_refresh_starts_the_pipeline_only_for_a_new_release(airflow, mirror_serv
 
 
 def test_refresh_with_the_source_unreachable_starts_nothing(airflow):
+    """FAULTS 28 (no network): an unreachable source starts nothing and says why."""
     before = pipeline_runs(airflow)
     airflow.env["PRIXLM_ACQUIRE__MIRROR_URL"] = "http://127.0.0.1:9/dbpedia/generic"
     airflow.env["PRIXLM_ACQUIRE__RETRIES"] = "1"

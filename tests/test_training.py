@@ -260,6 +260,7 @@ def test_missing_gpus_are_a_clear_error_naming_the_setting(tmp_path: Path) -> No
 
 
 def test_checkpoint_files_are_never_unpickled(tmp_path: Path) -> None:
+    """FAULTS 32: a pickle with a side effect in a checkpoint is refused, its side effect never runs."""
     class SideEffect:
         def __reduce__(self):
             return (Path.touch, (tmp_path / "pwned",))
