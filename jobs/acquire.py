@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import IO, Iterator
 
 from jobs.databus import NotFound, RemoteFile, SourceError, TRANSIENT_STATUS, backoff, is_url, list_files, resolve_release, retry_after
+from jobs.stage import last_acquired_release  # noqa: F401  (re-exported: callers of acquire ask it too)
 from prixlm_model.config import AcquireSettings, Settings, check_safe_name, load_settings
 
 log = logging.getLogger(__name__)
@@ -280,7 +281,11 @@ def write_json_atomically(path: Path, payload: dict) -> None:
 def run(settings: Settings, dag_run_id: str | None = None, dag_id: str | None = None) -> str:
     """The DAG task: acquire, log the stage and describe the DAG run in MLflow (tags, resolved settings); return the release."""
     from jobs.stage import read_stats
-    from prixlm_model.tracking import describe_pipeline_run, log_stage, require_reachable
+    from prixlm_model.tracking import (
+        describe_pipeline_run,
+        log_stage,
+        require_reachable,
+    )
 
     if dag_run_id:  # before any download (FAULTS 27)
         require_reachable(settings.mlflow.resolved_uri())
@@ -336,21 +341,6 @@ def acquire(settings: Settings) -> dict:
     log.info("acquired release %s: %d files (%d downloaded, %d already verified), %.1f MB into %s",
              release, stats["files"], stats["downloaded"], stats["reused"], stats["bytes"] / 1e6, root)
     return manifest
-
-
-def last_acquired_release(settings: Settings) -> str | None:
-    """The newest release whose manifest says it is complete, or None when none is."""
-    from jobs.databus import version_key
-
-    raw = settings.paths.data_root / "raw"
-    complete = []
-    for manifest in raw.glob("*/manifest.json") if raw.exists() else []:
-        try:
-            if json.loads(manifest.read_text()).get("complete") and version_key(manifest.parent.name):
-                complete.append(manifest.parent.name)
-        except json.JSONDecodeError:
-            log.warning("%s is not valid JSON; ignored", manifest)
-    return max(complete, key=version_key) if complete else None
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 
-from jobs.acquire import last_acquired_release
 from jobs.databus import SourceError, resolve_release, version_key
+from jobs.stage import last_acquired_release
 from prixlm_model.config import Settings
 
 log = logging.getLogger(__name__)

@@ -44,12 +44,26 @@ def read_stats(folder: Path) -> dict[str, Any]:
     return json.loads((folder / "stats.json").read_text())
 
 
+def last_acquired_release(settings: Settings) -> str | None:
+    """The newest release whose manifest says it is complete, or None when none is."""
+    from jobs.databus import version_key
+
+    raw = settings.paths.data_root / "raw"
+    complete = []
+    for manifest in raw.glob("*/manifest.json") if raw.exists() else []:
+        try:
+            if json.loads(manifest.read_text()).get("complete") and version_key(manifest.parent.name):
+                complete.append(manifest.parent.name)
+        except json.JSONDecodeError:
+            log.warning("%s is not valid JSON; ignored", manifest)
+    return max(complete, key=version_key) if complete else None
+
+
 def latest_release(settings: Settings, stage: str) -> str:
     """The release of the newest complete output of ``stage`` (what "latest" means downstream).
 
     For ``raw`` that is the newest release whose acquire manifest says it is complete.
     """
-    from jobs.acquire import last_acquired_release
     from jobs.databus import version_key
 
     root = settings.paths.data_root / stage

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from prixlm_model.config import Settings, check_safe_name, load_settings
-from prixlm_model.training import MARKER, WEIGHTS, latest_checkpoint, run_folder
+from prixlm_model.checkpoints import MARKER, WEIGHTS, latest_checkpoint, run_folder
 
 
 def export_checkpoint(settings: Settings, release: str, run: str, checkpoint: Path | None = None) -> Path:

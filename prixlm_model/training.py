@@ -43,6 +43,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from prixlm_model.checkpoints import LATEST, MARKER, WEIGHTS, complete_checkpoints, latest_checkpoint, run_folder, write_atomically
 from prixlm_model.config import PROJECT_ROOT, Settings, check_safe_name, load_settings
 from prixlm_model.data import Batch, Manifest, ShardLoader, read_manifest, shard_folder
 from prixlm_model.model import load_model, object_loss
@@ -50,9 +51,6 @@ from prixlm_model.progress import Progress
 
 log = logging.getLogger(__name__)
 
-MARKER = "prixlm.json"  # written into a checkpoint once every rank has saved: the checkpoint is complete
-LATEST = "latest"  # the run's pointer to its newest complete checkpoint, replaced atomically
-WEIGHTS = "model.safetensors"  # full fp32 weights in each checkpoint, for the export
 # Settings that may change between a run and its resume: they do not change what is trained.
 RESUMABLE_CHANGES = frozenset({"checkpoint_every", "keep_checkpoints", "keep_finished_checkpoints", "device"})
 
@@ -88,11 +86,6 @@ def run_name(settings: Settings, release: str) -> str:
     single = settings.train.single_language
     name = f"prixlm-{release}" + (f"-single-{single}" if single else "") + "-" + hashlib.sha256(identity.encode()).hexdigest()[:8]
     return check_safe_name(name, "run")
-
-
-def run_folder(settings: Settings, run: str) -> Path:
-    """``<data_root>/runs/<run>``."""
-    return settings.paths.data_root / "runs" / check_safe_name(run, "run")
 
 
 def training_config(settings: Settings, release: str) -> dict[str, Any]:
@@ -186,38 +179,6 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state:
         torch.cuda.set_rng_state(state["cuda"])
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so that a reader sees the old content or the new, never a mix."""
-    scratch = path.with_name(f".{path.name}.tmp")
-    with open(scratch, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(scratch, path)
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
-
-
-def complete_checkpoints(checkpoints: Path) -> list[Path]:
-    """The checkpoints that hold a marker, oldest first."""
-    found = [tag for tag in checkpoints.glob("step-*") if (tag / MARKER).is_file()]
-    return sorted(found, key=lambda tag: int(tag.name.split("-")[1]))
-
-
-def latest_checkpoint(checkpoints: Path) -> Path | None:
-    """The checkpoint the ``latest`` pointer names, or the newest complete one if the pointer is gone."""
-    pointer = checkpoints / LATEST
-    if pointer.is_file():
-        tag = checkpoints / pointer.read_text(encoding="utf-8").strip()
-        if (tag / MARKER).is_file():
-            return tag
-    complete = complete_checkpoints(checkpoints)
-    return complete[-1] if complete else None
 
 
 def check_resumable(marker: dict[str, Any], fingerprint: str, config: dict[str, Any], world_size: int, tag: Path) -> None:
