@@ -179,11 +179,13 @@ def metric_history(settings: Settings, run_id: str, key: str) -> list[tuple[int,
     return sorted((m.step, m.value) for m in client.get_metric_history(run_id, key))
 
 
-def register_model(settings: Settings, name: str, folder: Path, run_id: str | None, tags: dict[str, str]) -> str:
-    """A new version of registered model ``name`` for an exported model folder, its card as description; returns the version.
+def register_model(settings: Settings, name: str, folder: Path, run_id: str, tags: dict[str, str]) -> str:
+    """A new version of registered model ``name`` for an exported model folder; returns the version.
 
-    The version's source is the folder itself: the weights are not copied into MLflow's store.
-    A folder already registered (a retried export of the same run) gets no second version.
+    The version's source is the training run's ``model`` artifacts (its card; a tracking server
+    accepts no other local path), and its ``model.path`` tag the exported folder: the weights are
+    not copied into MLflow's store. A folder already registered (a retried export of the same
+    run) gets no second version.
     """
     from mlflow.exceptions import MlflowException
 
@@ -192,9 +194,10 @@ def register_model(settings: Settings, name: str, folder: Path, run_id: str | No
         client.create_registered_model(name, description="Prix-LM models exported by the pipeline, one version per training run")
     except MlflowException:
         pass  # it exists
-    source = folder.resolve().as_uri()
+    path = str(folder.resolve())
     for version in client.search_model_versions(f"name = '{name}'"):
-        if version.source == source:
+        if version.tags.get("model.path") == path:
             return version.version
     card = (folder / "README.md").read_text(encoding="utf-8") if (folder / "README.md").is_file() else ""
-    return client.create_model_version(name, source, run_id=run_id, tags=tags, description=card[:5000]).version
+    return client.create_model_version(name, f"runs:/{run_id}/model", run_id=run_id, tags={**tags, "model.path": path},
+                                       description=card[:5000]).version

@@ -486,12 +486,12 @@ def train(settings: Settings, release: str, run: str | None = None, dag_run_id: 
 
             from prixlm_model import tracking
 
+            if not settings.train.keep_finished_checkpoints:  # the export is the run's product; 1.8 GB per checkpoint is not
+                shutil.rmtree(trainer.checkpoints)
             mlflow.log_artifact(str(folder / "README.md"), artifact_path="model")
             name = "prix-lm" + (f"-single-{settings.train.single_language}" if settings.train.single_language else "")
             version = tracking.register_model(settings, name, folder, trainer.mlflow_run_id, {"release": release, "run": run, "dag_run_id": dag_run_id or ""})
             trainer.log_tags({"model.registered": f"{name}/{version}"})
-            if not settings.train.keep_finished_checkpoints:  # the export is the run's product; 1.8 GB per checkpoint is not
-                shutil.rmtree(trainer.checkpoints)
         status = "FINISHED"
         return final
     finally:

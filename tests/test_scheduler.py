@@ -174,10 +174,9 @@ def test_killed_training_is_retried_and_resumes(stack) -> None:
     while killed is None and time.monotonic() < deadline:
         state = api.runs("prix_lm_full")[b]["state"]
         assert state in ("queued", "running"), api.tasks("prix_lm_full", b)
-        checkpoints = [path for path in runs.glob(f"prixlm-{RELEASE}-*/checkpoints/latest") if path.read_text() in ("step-1", "step-2", "step-3")]
-        if checkpoints:
-            run_name = checkpoints[0].parent.parent.name
-            pid = training_process(run_name)
+        for latest in runs.glob(f"prixlm-{RELEASE}-*/checkpoints/latest"):  # run B's, between its first and its last step
+            run_name = latest.parent.parent.name
+            pid = training_process(run_name) if latest.read_text() in ("step-1", "step-2", "step-3") else None
             if pid:
                 os.kill(pid, signal.SIGKILL)
                 killed = run_name
