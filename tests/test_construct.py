@@ -208,6 +208,7 @@ def stage_settings(tmp_path: Path):
     return settings
 
 
+@pytest.mark.slow
 def test_stage_proposes_only_new_facts_writes_them_all_ways_and_reruns_to_the_same_files(stage_settings) -> None:
     from jobs.construct import run
     from prixlm_model.rdf import load_store, scored_facts
@@ -262,3 +263,26 @@ def test_a_model_from_another_release_is_refused(stage_settings) -> None:
         run(stage_settings, RELEASE)
     assert not stage_settings.paths.stage_dir("predictions", RELEASE).exists()
 
+
+
+@pytest.mark.slow
+def test_predict_answers_from_the_command_line_and_names_the_closest_known_names(stage_settings, monkeypatch, capsys) -> None:
+    from jobs.construct import run
+    from jobs.predict import UnknownName, main, predict
+
+    before = predict(stage_settings, RELEASE, "fr", "Paris", "pays", top=3)
+    assert [row["rank"] for row in before] == [1, 2, 3] and all(row["probability"] is None for row in before)
+    assert [row["known"] for row in before].count(True) <= 1 and FR + "Paris" not in {row["o_iri"] for row in before}
+    run(stage_settings, RELEASE)  # writes the calibration predict then uses
+    by_iri = predict(stage_settings, RELEASE, "fr", FR + "Paris", FRP + "pays", top=3)
+    assert [(row["o_iri"], row["logprob"]) for row in by_iri] == [(row["o_iri"], row["logprob"]) for row in before]
+    assert all(0 <= row["probability"] <= 1 for row in by_iri)
+
+    monkeypatch.setenv("PRIXLM_PATHS__DATA_ROOT", str(stage_settings.paths.data_root))
+    main(["--lang", "fr", "--subject", "Paris", "--relation", "pays", "--release", RELEASE, "--top", "2"])
+    printed = capsys.readouterr().out.splitlines()
+    assert len(printed) == 2 and printed[0].startswith("  1  p=") and f"<{by_iri[0]['o_iri']}>" in printed[0]
+    with pytest.raises(SystemExit, match=r"unknown subject 'Pari' in the fr KB; closest known: 'Paris'"):
+        main(["--lang", "fr", "--subject", "Pari", "--relation", "pays", "--release", RELEASE])
+    with pytest.raises(UnknownName, match=r"unknown relation 'pais' .* closest known: 'pays'"):
+        predict(stage_settings, RELEASE, "fr", "Paris", "pais", top=3)
