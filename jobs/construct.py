@@ -169,7 +169,7 @@ def construct_language(settings: Settings, inputs: Inputs, lang: str, model: tup
     measured = measure(fitted_on, score_held_out(decoding, tables.test, kb.objects, hidden, cfg.quality_queries), calibrator, thresholds)
 
     others = [other for code, other in inputs.kbs.items() if code != lang]
-    candidates, counts = candidate_queries(kb, others, inputs.links, cfg.min_alignments)
+    candidates, counts = candidate_queries(kb, others, inputs.links, cfg.min_alignments, cfg.min_alignment_share)
     queries = hash_sample(candidates, cfg.max_queries)
     proposals = propose(decoding, queries, kb.objects)
     probability = calibrator([p.logprob for p in proposals])

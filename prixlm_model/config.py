@@ -222,6 +222,7 @@ class ConstructSettings(_Section):
     objects_per_query: int = Field(3, ge=1)  # new objects kept per query, best first (known objects never count)
     beam_size: int = Field(10, ge=1)  # K of the constrained beam search while proposing
     min_alignments: int = Field(2, ge=1)  # aligned facts over cross-lingual links needed to map a non-ontology relation to another language's
+    min_alignment_share: float = Field(0.5, ge=0, le=1)  # and the share of the relations seen between the aligned entities that the mapped one must have
     calibration: Literal["isotonic", "platt"] = "isotonic"  # how log-probabilities become probabilities, fitted on the validation split's held-out facts
     calibration_queries: int = Field(500, ge=0)  # validation (s, p) queries decoded to fit the calibration; 0: all
     quality_queries: int = Field(500, ge=0)  # test (s, p) queries decoded to measure precision, recall and calibration; 0: all

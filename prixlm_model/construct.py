@@ -7,7 +7,8 @@ Two kinds of query ``(s, p, ?)`` for a language L (paper, Figure 1: one KB fills
   mapped to a relation ``p`` of L. ``p'`` maps by the ontology when it is a ``dbo:`` property
   that L uses too (every chapter shares the ontology's IRIs), else by the relation of L most
   often seen between the same two (linked) entities: ``(s', p', o')`` and ``(s, p, o)`` with
-  ``s'``~``s`` and ``o'``~``o``, at least ``min_alignments`` times. A fact whose ``p'`` maps to
+  ``s'``~``s`` and ``o'``~``o``, at least ``min_alignments`` times and for at least
+  ``min_share`` of the relations seen between those entities. A fact whose ``p'`` maps to
   nothing is skipped and counted; one whose linked object already completes ``(s, p)`` in L is
   known and skipped. When ``o'`` is linked into L, the query carries that object as ``expected``
   so that the model's answer can be checked against it. A pair that is both kinds is kept once,
@@ -25,6 +26,7 @@ s, o`` (both directions), as ``parsed/<release>/`` holds them.
 from __future__ import annotations
 
 import hashlib
+import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -104,8 +106,13 @@ def counterparts(links: pa.Table, from_lang: str, to_lang: str) -> tuple[dict[st
 
 
 def relation_mapping(target: LanguageKB, source: LanguageKB, to_target: Mapping[str, set[str]],
-                     min_alignments: int) -> dict[str, tuple[str, str]]:
-    """Relations of ``source`` -> (relation of ``target``, how: ``ontology`` | ``aligned``)."""
+                     min_alignments: int, min_share: float = 0.0) -> dict[str, tuple[str, str]]:
+    """Relations of ``source`` -> (relation of ``target``, how: ``ontology`` | ``aligned``).
+
+    An aligned mapping needs ``min_alignments`` aligned facts and ``min_share`` of all the target
+    relations seen between the aligned ends: a relation that only sometimes co-occurs (a "note"
+    beside a "writer") is not a translation of it.
+    """
     aligned: dict[str, Counter[str]] = defaultdict(Counter)
     for s_src, p_src, o_src in source.facts():
         for s in to_target.get(s_src, ()):
@@ -118,15 +125,16 @@ def relation_mapping(target: LanguageKB, source: LanguageKB, to_target: Mapping[
         elif aligned[p_src]:
             # Most aligned facts first, then the IRI, so that a tie is broken the same way on every run.
             p, count = min(aligned[p_src].items(), key=lambda item: (-item[1], item[0]))
-            if count >= min_alignments:
+            if count >= min_alignments and count >= min_share * sum(aligned[p_src].values()):
                 mapping[p_src] = (p, "aligned")
     return mapping
 
 
-def transferred_queries(target: LanguageKB, source: LanguageKB, links: pa.Table, min_alignments: int) -> tuple[dict[Pair, Query], dict[str, int]]:
+def transferred_queries(target: LanguageKB, source: LanguageKB, links: pa.Table, min_alignments: int,
+                        min_share: float = 0.0) -> tuple[dict[Pair, Query], dict[str, int]]:
     """Queries of ``target`` carried over from ``source``'s facts about linked subjects, and their counts."""
     to_target, linked_names = counterparts(links, source.lang, target.lang)
-    mapping = relation_mapping(target, source, to_target, min_alignments)
+    mapping = relation_mapping(target, source, to_target, min_alignments, min_share)
     counts = Counter({"mapped_ontology": sum(how == "ontology" for _, how in mapping.values()),
                       "mapped_aligned": sum(how == "aligned" for _, how in mapping.values()),
                       "relations": len(source.relation_names)})
@@ -155,13 +163,14 @@ def transferred_queries(target: LanguageKB, source: LanguageKB, links: pa.Table,
     return queries, dict(counts)
 
 
-def candidate_queries(target: LanguageKB, others: Sequence[LanguageKB], links: pa.Table, min_alignments: int) -> tuple[list[Query], dict[str, dict[str, int]]]:
+def candidate_queries(target: LanguageKB, others: Sequence[LanguageKB], links: pa.Table, min_alignments: int,
+                      min_share: float = 0.0) -> tuple[list[Query], dict[str, dict[str, int]]]:
     """Every query of ``target``: transferred from each other language (first language wins a shared
     pair), then its own ``(s, p)`` pairs not already among them. Counts per source."""
     queries: dict[Pair, Query] = {}
     counts: dict[str, dict[str, int]] = {}
     for source in sorted(others, key=lambda kb: kb.lang):
-        carried, counts[transferred_from(source.lang)] = transferred_queries(target, source, links, min_alignments)
+        carried, counts[transferred_from(source.lang)] = transferred_queries(target, source, links, min_alignments, min_share)
         for pair, query in carried.items():
             queries.setdefault(pair, query)
     monolingual = 0
@@ -214,8 +223,6 @@ def propose(decoding: Decoding, queries: Sequence[Query], excluded: Mapping[Pair
     Excluded objects are removed from the trie for that query (they take no beam place) and
     from the ranked list; the subject itself is never its own object.
     """
-    import time
-
     from prixlm_model.decoding import constrained_beam_search
     from prixlm_model.tokenization import query_prefix
 

@@ -30,6 +30,7 @@ FR_FACTS = [
     ("Paris", "pays", "France"), ("Lyon", "pays", "France"), ("Berlin", "pays", "Allemagne"),
     ("Lyon", DBO + "mayor", "Gérard_Collomb"), ("Paris", "jumelage", "Rome"), (EVRY, "région", ILE), ("Paris", "région", ILE),
     ("Marseille", "région", "Provence"), ("Rome", "pays", "Italie"),
+    ("Lyon", "villeDe", "France"),  # beside one of the aligned "pays" facts: country -> pays by 3 of 4 relations seen
 ]
 EN_FACTS = [
     ("Paris", "country", "France"), ("Lyon", "country", "France"), ("Berlin", "country", "Germany"),  # already known in fr
@@ -83,9 +84,12 @@ def test_transfer_maps_by_ontology_and_alignment_and_skips_the_rest() -> None:
     assert counts["already_known"] == 3  # Paris, Lyon, Berlin: their country is in the French KB already
     assert counts["unmapped_facts"] == 1 and counts["unmapped_relations"] == 1  # motto
     assert counts["linked_facts"] == 6  # Toulouse has no French counterpart
-    # Too few aligned facts for the threshold: country maps to nothing and Marseille is not carried over.
-    queries, counts = transferred_queries(fr, en, links_table(), min_alignments=4)
-    assert set(queries) == {(FR + "Paris", DBO + "mayor")} and counts["unmapped_facts"] == 5
+    # Too few aligned facts, or too small a share of the relations between the aligned entities:
+    # country maps to nothing and Marseille is not carried over.
+    assert transferred_queries(fr, en, links_table(), min_alignments=2, min_share=0.75)[0].keys() == queries.keys()
+    for strict in ({"min_alignments": 4}, {"min_alignments": 2, "min_share": 0.8}):
+        queries, counts = transferred_queries(fr, en, links_table(), **strict)
+        assert set(queries) == {(FR + "Paris", DBO + "mayor")} and counts["unmapped_facts"] == 5
 
 
 def test_candidate_queries_keep_a_pair_once_and_sample_deterministically() -> None:
