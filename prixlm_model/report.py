@@ -64,10 +64,9 @@ def plot_scores(held_out: np.ndarray, correct: np.ndarray, proposed: np.ndarray,
     plt, fig, ax = _figure()
     bins = np.linspace(0, 1, 21)
     ax.hist([held_out[correct], held_out[~correct], proposed], bins=bins, label=["held-out, true", "held-out, false", "proposed"],
-            color=["tab:green", "tab:red", "tab:blue"])
+            color=["tab:green", "tab:red", "tab:blue"], log=True)
     for threshold in thresholds:
         ax.axvline(threshold, color="black", linestyle=":")
-    ax.set_yscale("log")
     ax.set_xlabel("calibrated probability")
     ax.set_ylabel("facts")
     ax.legend(fontsize=8)
