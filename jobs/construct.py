@@ -131,7 +131,8 @@ def write_report(lang: str, release: str, stats: dict[str, Any], rows: list[dict
         {"measure": "test precision@k", "value": ", ".join(f"@{k}: {v:.3f}" for k, v in quality["precision_at"].items())},
         {"measure": "expected calibration error (test)", "value": f"{quality['ece']:.4f}"},
         {"measure": "calibration fitted on (valid proposals, true)",
-         "value": f"{measured.fitted_on.correct.size}, {int(measured.fitted_on.correct.sum())}"},
+         "value": f"{measured.fitted_on.correct.size}, {int(measured.fitted_on.correct.sum())}"
+                  + (" — too few of either kind to fit: every probability is the observed share" if calibrator.degenerate else "")},
         {"measure": "transferred queries whose top answer is the linked object",
          "value": f"{stats['transfer']['top1_confirmed']} of {stats['transfer']['queries_with_linked_object']}"},
     ]
