@@ -4,7 +4,9 @@
 Acquire the dumps (Databus, classic tree or mirror), then prepare them on Spark: parse into
 facts and cross-lingual links, tokenize into Prix-LM sequences, split for link prediction, and
 write length-bucketed training shards. Pretrain Prix-LM with DeepSpeed (and Prix-LM Single per
-language), then evaluate link prediction against TransE and RotatE. Trigger it from the UI with the form below, or let
+language), then evaluate link prediction against TransE and RotatE, and finally construct: propose new facts
+for every language's KB, calibrated, with an accept and a review tier (thresholds from the form), loaded into
+a triple store and reviewed in a report per language. Trigger it from the UI with the form below, or let
 `dbpedia_refresh` start it when a new release appears. Every task writes its own folder for the
 release under the data root, so a re-run replaces its outputs instead of duplicating them; every
 stage's statistics go to this run's MLflow run.
@@ -118,6 +120,21 @@ def prix_lm_full():
         from prixlm_model.config import overrides_from_params
 
         return [str(path) for path in prune(load_settings(overrides_from_params(get_current_context()["params"])), release)]
+    @task
+    def construct(release: str) -> str:
+        """#### Construct new facts
+        Propose new facts for every evaluated language (its own pairs, and facts carried over the
+        cross-lingual links), never one already in its KB; calibrate on the validation split, tier them by
+        the accept and review thresholds from the form, write `predictions/<release>/` (Parquet, N-Triples,
+        an N-Quads sidecar with scores and provenance, a pyoxigraph store checked by SPARQL, a review page
+        per language) and log the counts and plots to this run's MLflow run."""
+        from jobs.construct import run
+        from prixlm_model.config import overrides_from_params
+
+        context = get_current_context()
+        settings = load_settings(overrides_from_params(context["params"]))
+        run(settings, release, dag_run_id=context["run_id"])
+        return str(settings.paths.stage_dir("predictions", release))
 
     settings = load_settings()
     spark_jobs = [
@@ -133,7 +150,7 @@ def prix_lm_full():
     languages = single_languages(release)
     spark_jobs[-1] >> languages  # the language list reads the split
     singles = pretrain_single.partial(release=release).expand(language=languages)
-    trained >> singles >> evaluate(release) >> retention(release)
+    trained >> singles >> evaluate(release) >> construct(release) >> retention(release)
 
 
 prix_lm_full()

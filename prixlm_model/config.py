@@ -15,6 +15,7 @@ import inspect
 import os
 import re
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, Literal
 
@@ -221,6 +222,26 @@ class EvalSettings(_Section):
         return sorted(set(value))
 
 
+class ConstructSettings(_Section):
+    max_queries: int = Field(1000, ge=0)  # candidate queries decoded per language and source (monolingual, transferred), a fixed hash-ordered sample; 0: all
+    objects_per_query: int = Field(3, ge=1)  # new objects kept per query, best first (known objects never count)
+    beam_size: int = Field(10, ge=1)  # K of the constrained beam search while proposing
+    min_alignments: int = Field(2, ge=1)  # aligned facts over cross-lingual links needed to map a non-ontology relation to another language's
+    min_alignment_share: float = Field(0.5, ge=0, le=1)  # and the share of the relations seen between the aligned entities that the mapped one must have
+    calibration: Literal["isotonic", "platt"] = "isotonic"  # how log-probabilities become probabilities, fitted on the validation split's held-out facts
+    calibration_queries: int = Field(500, ge=0)  # validation (s, p) queries decoded to fit the calibration; 0: all
+    quality_queries: int = Field(500, ge=0)  # test (s, p) queries decoded to measure precision, recall and calibration; 0: all
+    accept_threshold: float = Field(0.8, ge=0, le=1)  # calibrated probability from which a fact is accepted: its expected precision is at least this
+    review_threshold: float = Field(0.3, ge=0, le=1)  # from this probability up to the accept threshold a fact goes to a person for review; lower ones are not written
+    examples: int = Field(20, ge=0)  # confident new facts shown in each language's review report
+
+    @model_validator(mode="after")
+    def _tiers_ordered(self) -> "ConstructSettings":
+        if self.review_threshold > self.accept_threshold:
+            raise ValueError(f"construct.review_threshold ({self.review_threshold}) must not exceed construct.accept_threshold ({self.accept_threshold})")
+        return self
+
+
 class SparkSettings(_Section):
     master: str = "local[*]"  # used when a job runs outside Airflow; under Airflow the spark_default connection wins
     driver_memory: str = "2g"  # spark.driver.memory (local mode runs everything in the driver)
@@ -326,6 +347,9 @@ class TasksSettings(_Section):
     retry_backoff: float = Field(2.0, ge=1)  # each further retry waits this many times longer (exponential backoff)
     max_retry_delay_s: float = Field(600, ge=0)  # cap on the wait between retries
 
+# The section ``construct`` (the stage's name) shadows ``BaseModel.construct``, pydantic v1's
+# deprecated alias of ``model_construct``, which nothing here calls.
+warnings.filterwarnings("ignore", message='Field name "construct" in "Settings" shadows', category=UserWarning)
 
 class Settings(BaseSettings):
     """The resolved configuration; ``load_settings`` is the way to get one."""
@@ -343,6 +367,7 @@ class Settings(BaseSettings):
     mlflow: MlflowSettings = Field(default_factory=MlflowSettings)
     train: TrainSettings = Field(default_factory=TrainSettings)
     tasks: TasksSettings = Field(default_factory=TasksSettings)
+    construct: ConstructSettings = Field(default_factory=ConstructSettings)
 
     @model_validator(mode="after")
     def _mlflow_under_data_root(self) -> "Settings":
@@ -384,6 +409,9 @@ DAG_PARAMS: dict[str, str] = {
     "max_steps": "train.max_steps",
     "beam_size": "eval.beam_size",
     "max_test_queries": "eval.max_test_queries",
+    "accept_threshold": "construct.accept_threshold",
+    "review_threshold": "construct.review_threshold",
+    "construct_queries": "construct.max_queries",
 }
 
 

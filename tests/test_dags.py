@@ -27,6 +27,11 @@ PIPELINE_BUDGET = {
     "PRIXLM_EVAL__BEAM_SIZE": "5",
     "PRIXLM_EVAL__BASELINE_MAX_EPOCHS": "2",
     "PRIXLM_EVAL__BASELINE_EVAL_EVERY": "1",
+    "PRIXLM_CONSTRUCT__MAX_QUERIES": "4",
+    "PRIXLM_CONSTRUCT__CALIBRATION_QUERIES": "5",
+    "PRIXLM_CONSTRUCT__QUALITY_QUERIES": "5",
+    "PRIXLM_CONSTRUCT__BEAM_SIZE": "5",
+    "PRIXLM_CONSTRUCT__REVIEW_THRESHOLD": "0",  # two training steps calibrate to about 0: write every proposal, for review
 }
 
 
@@ -125,6 +130,22 @@ def test_whole_pipeline_under_dags_test(airflow):
     assert any(key.endswith("mrr") for key in evaluate.data.metrics)
     plots = {a.path for a in client.list_artifacts(evaluate.info.run_id, "plots")}
     assert {"plots/link_prediction_hits_at_1.png", "plots/table1.png", "plots/training_loss.png"} <= plots
+
+    import pyarrow.parquet as pq
+
+    predictions = root / "predictions/2016.04.01"
+    assert (predictions / "_SUCCESS").exists(), f"construct did not finish:\n{output[-3000:]}"
+    written = {lang: pq.read_table(predictions / f"{lang}.parquet").num_rows for lang in ("fr", "en")}
+    for lang in ("fr", "en"):
+        assert (predictions / f"{lang}.nt").read_text(encoding="utf-8").count("\n") == written[lang] > 0
+        assert "data:image/png;base64," in (predictions / f"report_{lang}.html").read_text(encoding="utf-8")
+    store_check = json.loads((predictions / "triplestore.json").read_text())
+    assert store_check["ok"] and store_check["sparql_rows"] == sum(written.values())
+    construct = next(run for run in children if run.data.tags["prixlm.stage"] == "construct")
+    assert construct.data.metrics["fr.written"] == written["fr"] and "en.quality.ece" in construct.data.metrics
+    assert pq.read_table(predictions / "fr.parquet").column("run_id").unique().to_pylist() == [construct.info.run_id]
+    logged = {item.path for item in client.list_artifacts(construct.info.run_id)}
+    assert {"report_fr.html", "report_en.html", "fr_reliability.png", "triplestore.json"} <= logged
 
 
 def test_bad_params_are_rejected_naming_the_field(airflow):
