@@ -4,8 +4,9 @@
 Acquire the dumps (Databus, classic tree or mirror), then prepare them on Spark: parse into
 facts and cross-lingual links, tokenize into Prix-LM sequences, split for link prediction, and
 write length-bucketed training shards. Pretrain Prix-LM with DeepSpeed (and Prix-LM Single per
-language), then evaluate link prediction against TransE and RotatE. Trigger it from the UI with the form below, or let
-`dbpedia_refresh` start it when a new release appears. Every task writes its own folder for the
+language), then evaluate link prediction against TransE and RotatE, entity linking and lexicon
+induction (Mirror-BERT embeddings) and knowledge probing against the base model. Trigger it from
+the UI with the form below, or let `dbpedia_refresh` start it when a new release appears. Every task writes its own folder for the
 release under the data root, so a re-run replaces its outputs instead of duplicating them; every
 stage's statistics go to this run's MLflow run.
 """
@@ -106,6 +107,35 @@ def prix_lm_full():
         run(settings, release, default_models(settings, release), context["run_id"])
         return str(settings.paths.stage_dir("reports", release))
 
+    # none_failed: they still run when no Prix-LM (Single) was asked for (an empty expansion is "skipped")
+    @task(max_active_tis_per_dag=1, trigger_rule="none_failed")
+    def similarity(release: str) -> str:
+        """#### Similarity: XEL and BLI
+        Tune the base and Prix-LM with Mirror-BERT (the same words and budget), link the split's
+        held-out cross-lingual links by nearest neighbour (Hits@1, MRR), induce bilingual lexicons
+        (VecMap + CSLS, Procrustes + cosine), and propose new `owl:sameAs` links above the
+        calibrated threshold under `predictions/<release>/`; tables and charts to `reports/<release>/`."""
+        from jobs.similarity import compared_models, run
+        from prixlm_model.config import overrides_from_params
+
+        context = get_current_context()
+        settings = load_settings(overrides_from_params(context["params"]))
+        run(settings, release, compared_models(settings, release), context["run_id"])
+        return str(settings.paths.stage_dir("reports", release))
+
+    @task(max_active_tis_per_dag=1, trigger_rule="none_failed")
+    def probe(release: str) -> str:
+        """#### Knowledge probing
+        mLAMA-style cloze queries per language (mpararel templates and facts, mLAMA candidates),
+        the base model against Prix-LM; accuracy per language to `reports/<release>/`."""
+        from jobs.probe import probed_models, run
+        from prixlm_model.config import overrides_from_params
+
+        context = get_current_context()
+        settings = load_settings(overrides_from_params(context["params"]))
+        run(settings, release, probed_models(settings, release), context["run_id"])
+        return str(settings.paths.stage_dir("reports", release))
+
     settings = load_settings()
     spark_jobs = [
         SparkSubmitOperator(task_id=job, doc_md=f"#### {job}\nSee `jobs/{job}.py`.", **spark_job_kwargs(settings, job, RELEASE, "{{ run_id }}"))
@@ -121,6 +151,7 @@ def prix_lm_full():
     spark_jobs[-1] >> languages  # the language list reads the split
     singles = pretrain_single.partial(release=release).expand(language=languages)
     trained >> singles >> evaluate(release)
+    singles >> [similarity(release), probe(release)]  # after every training: each uses every core
 
 
 prix_lm_full()
