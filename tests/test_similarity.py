@@ -76,7 +76,7 @@ def test_xel_metrics_threshold_and_proposals_on_hand_made_embeddings():
     entities = [("en:cat", "cat"), ("en:dog", "dog"), ("en:moon", "moon"), ("en:moonish", "moonish")]
     result = evaluate_links(lookup(vectors), queries, entities, block=2)
     # chat -> cat first; chien -> dog first; lune ranks moon last of 4 (below moonish, dog, cat)
-    assert result["metrics"] == {"hits@1": round(2 / 3, 6), "hits@10": 1.0, "mrr": round((1 + 1 + 1 / 4) / 3, 6), "queries": 3, "candidates": 4}
+    assert result["metrics"] == {"hits@1": round(2 / 3, 6), "hits@10": 1.0, "mrr": round((1 + 1 + 1 / 4) / 3, 6), "queries": 3, "candidates": 4, "identical_names": 0.0}
     assert result["correct"].tolist() == [True, True, False]
 
     assert calibrate_threshold(np.array([0.9, 0.8, 0.7, 0.6]), np.array([True, True, False, True]), 0.75) == pytest.approx(0.6)
