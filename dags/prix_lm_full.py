@@ -4,9 +4,10 @@
 Acquire the dumps (Databus, classic tree or mirror), then prepare them on Spark: parse into
 facts and cross-lingual links, tokenize into Prix-LM sequences, split for link prediction, and
 write length-bucketed training shards. Pretrain Prix-LM with DeepSpeed (and Prix-LM Single per
-language), then evaluate link prediction against TransE and RotatE, and finally construct: propose new facts
-for every language's KB, calibrated, with an accept and a review tier (thresholds from the form), loaded into
-a triple store and reviewed in a report per language. Trigger it from the UI with the form below, or let
+language), then evaluate link prediction against TransE and RotatE, construct new facts for every
+language's KB (calibrated, with an accept and a review tier from the form, loaded into a triple store and
+reviewed in a report per language), and compare the base model with Prix-LM on entity linking, lexicon
+induction (Mirror-BERT embeddings) and knowledge probing. Trigger it from the UI with the form below, or let
 `dbpedia_refresh` start it when a new release appears. Every task writes its own folder for the
 release under the data root, so a re-run replaces its outputs instead of duplicating them; every
 stage's statistics go to this run's MLflow run.
@@ -25,6 +26,19 @@ from prixlm_model.runtime import spark_job_kwargs
 
 RELEASE = "{{ ti.xcom_pull(task_ids='acquire') }}"
 TASKS = load_settings().tasks
+
+
+def report_job(job: str, models_of: str, release: str) -> str:
+    """Run ``jobs.<job>.run`` on the models ``jobs.<job>.<models_of>`` finds, with this run's settings."""
+    import importlib
+
+    from prixlm_model.config import overrides_from_params
+
+    module = importlib.import_module(f"jobs.{job}")
+    context = get_current_context()
+    settings = load_settings(overrides_from_params(context["params"]))
+    module.run(settings, release, getattr(module, models_of)(settings, release), context["run_id"])
+    return str(settings.paths.stage_dir("reports", release))
 
 
 @dag(
@@ -135,6 +149,22 @@ def prix_lm_full():
         settings = load_settings(overrides_from_params(context["params"]))
         run(settings, release, dag_run_id=context["run_id"])
         return str(settings.paths.stage_dir("predictions", release))
+    # none_failed: they still run when no Prix-LM (Single) was asked for (an empty expansion is "skipped")
+    @task(max_active_tis_per_dag=1, trigger_rule="none_failed")
+    def similarity(release: str) -> str:
+        """#### Similarity: XEL and BLI
+        Tune the base and Prix-LM with Mirror-BERT (the same words and budget), link the split's
+        held-out cross-lingual links by nearest neighbour (Hits@1, MRR), induce bilingual lexicons
+        (VecMap + CSLS, Procrustes + cosine), and propose new `owl:sameAs` links above the
+        calibrated threshold under `predictions/<release>/`; tables and charts to `reports/<release>/`."""
+        return report_job("similarity", "compared_models", release)
+
+    @task(max_active_tis_per_dag=1, trigger_rule="none_failed")
+    def probe(release: str) -> str:
+        """#### Knowledge probing
+        mLAMA-style cloze queries per language (mpararel templates and facts, mLAMA candidates),
+        the base model against Prix-LM; accuracy per language to `reports/<release>/`."""
+        return report_job("probe", "probed_models", release)
 
     settings = load_settings()
     spark_jobs = [
@@ -150,7 +180,10 @@ def prix_lm_full():
     languages = single_languages(release)
     spark_jobs[-1] >> languages  # the language list reads the split
     singles = pretrain_single.partial(release=release).expand(language=languages)
-    trained >> singles >> evaluate(release) >> construct(release) >> retention(release)
+    evaluated, constructed = evaluate(release), construct(release)
+    similar, probed = similarity(release), probe(release)
+    # one after the other: on a laptop each of them uses every core
+    trained >> singles >> evaluated >> constructed >> similar >> probed >> retention(release)
 
 
 prix_lm_full()

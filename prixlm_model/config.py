@@ -42,6 +42,14 @@ def check_safe_name(value: str, what: str) -> str:
     return value
 
 
+def known_languages(value: list[str]) -> list[str]:
+    """Return ``value`` if every code is one of ``LANGUAGE_CODES``, else raise naming the others."""
+    unknown = [code for code in value if code not in LANGUAGE_CODES]
+    if unknown:
+        raise ValueError(f"unknown language code(s) {unknown}; known: {' '.join(LANGUAGE_CODES)}")
+    return value
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, validate_default=True)
 
@@ -259,10 +267,7 @@ class PrepareSettings(_Section):
     @field_validator("eval_languages")
     @classmethod
     def _known_eval_languages(cls, value: list[str]) -> list[str]:
-        unknown = [code for code in value if code not in LANGUAGE_CODES]
-        if unknown:
-            raise ValueError(f"unknown language code(s) {unknown}")
-        return value
+        return known_languages(value)
 
 
 class MlflowSettings(_Section):
@@ -350,6 +355,60 @@ class TasksSettings(_Section):
 # The section ``construct`` (the stage's name) shadows ``BaseModel.construct``, pydantic v1's
 # deprecated alias of ``model_construct``, which nothing here calls.
 warnings.filterwarnings("ignore", message='Field name "construct" in "Settings" shadows', category=UserWarning)
+SIMILARITY_DATA = Path("../shared/data")  # the shipped benchmark data, relative to the project root
+PROBE_LANGUAGES = ["en", "it", "de", "fr", "fi", "et", "tr", "hu", "ja"]  # the paper's Table 5 languages (and ja)
+
+
+class SimilaritySettings(_Section):
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # where encoders and searches run; auto: CUDA when available
+    mirror_words: Path = SIMILARITY_DATA / "mirror-bert-wordlists/en_words_top_10k.txt"  # Mirror-BERT's strings (paper: the 10k most frequent English words)
+    mirror_max_words: int = Field(0, ge=0)  # use the first N words of the list (frequency order); 0: all
+    mirror_epochs: int = Field(2, ge=1)  # passes over the words (Mirror-BERT: 2)
+    mirror_max_steps: int | None = Field(None, ge=0)  # cap on Mirror-BERT optimizer steps; 0: no tuning (raw embeddings)
+    mirror_batch: int = Field(128, ge=2)  # words per step; each is seen twice, the other 2B-2 views are its negatives (paper: 128)
+    mirror_lr: float = Field(2e-5, gt=0)  # AdamW learning rate (Mirror-BERT)
+    mirror_temperature: float = Field(0.2, gt=0)  # InfoNCE temperature (Mirror-BERT)
+    mirror_dropout: float = Field(0.1, ge=0, lt=1)  # dropout on hidden states and attention while tuning: it makes the two views differ
+    max_length: int = Field(25, ge=3)  # tokens per string, specials included (Mirror-BERT: 25)
+    pooling: Literal["cls", "mean"] = "cls"  # string embedding: the [CLS] (<s>) state, or the mean over tokens
+    encode_batch: int = Field(256, ge=1)  # strings per forward pass when embedding
+    search_block: int = Field(1024, ge=1)  # query rows scored at once against every key (bounds memory: block x keys floats)
+    seed: int = 42  # word order and dropout of Mirror-BERT tuning
+    xel_max_queries: int = Field(0, ge=0)  # held-out links scored per direction (a fixed sample, by hash of the source IRI); 0: all
+    sameas_precision: float = Field(0.9, gt=0, le=1)  # proposed owl:sameAs links keep the scores at which held-out top-1 links reached this precision
+    sameas_max_sources: int = Field(0, ge=0)  # unlinked source entities searched for new links per direction; 0: all
+    xlbel_dir: Path = SIMILARITY_DATA / "xl-bel/xlbel_v0.0"  # XL-BEL queries, <lang>_1k_test_query.txt with CUI||mention lines
+    xlbel_dictionary: Path | None = None  # the target dictionary, CUI||name lines (UMLS, licence-restricted, not shipped); None: XL-BEL is skipped
+    xlbel_languages: list[str] = Field(default_factory=lambda: ["en", "es", "de", "fi", "ru", "tr", "ko", "zh", "ja", "th"])  # XL-BEL query languages (paper Table 3)
+    bli_dir: Path = SIMILARITY_DATA / "xling-eval-bli/bli_datasets"  # Glavas et al. 2019 dictionaries, <src>-<tgt>/yacle.*.tsv
+    bli_pairs: list[str] = Field(default_factory=list)  # language pairs such as "en-it" (a reversed folder is read swapped); empty: every pair folder
+    bli_train: Literal["500", "1k", "3k", "5k"] = "5k"  # training dictionary size (paper: 5k); the test dictionary is always the 2k one
+    csls_k: int = Field(10, ge=1)  # neighbourhood size of CSLS (paper: 10)
+    probe_dir: Path = SIMILARITY_DATA / "mpararel/mpararel_reviewed"  # mpararel's facts (tuples/<lang>/P*.jsonl.xz) and templates (patterns/<lang>/P*.jsonl)
+    probe_objects: Path = SIMILARITY_DATA / "mlama-objects/TREx_multilingual_objects"  # mLAMA's candidate objects per relation, <lang>.json.xz
+    probe_languages: list[str] = Field(default_factory=lambda: list(PROBE_LANGUAGES))  # probed languages
+    probe_templates: int = Field(1, ge=1)  # templates per relation, human-checked ones first (mLAMA: 1)
+    probe_max_facts: int = Field(0, ge=0)  # masked queries per language (every k-th of the single-token facts x templates); 0: all
+    probe_batch: int = Field(64, ge=1)  # masked sentences per forward pass
+
+    @field_validator("mirror_words", "xlbel_dir", "xlbel_dictionary", "bli_dir", "probe_dir", "probe_objects")
+    @classmethod
+    def _absolute(cls, value: Path | None) -> Path | None:
+        return value if value is None or value.is_absolute() else (PROJECT_ROOT / value).resolve()
+
+    @field_validator("bli_pairs")
+    @classmethod
+    def _pair_names(cls, value: list[str]) -> list[str]:
+        bad = [pair for pair in value if not re.fullmatch(r"[a-z]{2}-[a-z]{2}", pair)]
+        if bad:
+            raise ValueError(f"similarity.bli_pairs: {bad} are not pairs such as 'en-it'")
+        return value
+
+    @field_validator("probe_languages", "xlbel_languages")
+    @classmethod
+    def _known_languages(cls, value: list[str]) -> list[str]:
+        return known_languages(value)
+
 
 class Settings(BaseSettings):
     """The resolved configuration; ``load_settings`` is the way to get one."""
@@ -368,6 +427,7 @@ class Settings(BaseSettings):
     train: TrainSettings = Field(default_factory=TrainSettings)
     tasks: TasksSettings = Field(default_factory=TasksSettings)
     construct: ConstructSettings = Field(default_factory=ConstructSettings)
+    similarity: SimilaritySettings = Field(default_factory=SimilaritySettings)
 
     @model_validator(mode="after")
     def _mlflow_under_data_root(self) -> "Settings":
@@ -412,6 +472,9 @@ DAG_PARAMS: dict[str, str] = {
     "accept_threshold": "construct.accept_threshold",
     "review_threshold": "construct.review_threshold",
     "construct_queries": "construct.max_queries",
+    "mirror_max_steps": "similarity.mirror_max_steps",
+    "bli_pairs": "similarity.bli_pairs",
+    "probe_max_facts": "similarity.probe_max_facts",
 }
 
 

@@ -32,6 +32,14 @@ PIPELINE_BUDGET = {
     "PRIXLM_CONSTRUCT__QUALITY_QUERIES": "5",
     "PRIXLM_CONSTRUCT__BEAM_SIZE": "5",
     "PRIXLM_CONSTRUCT__REVIEW_THRESHOLD": "0",  # two training steps calibrate to about 0: write every proposal, for review
+    "PRIXLM_SIMILARITY__MIRROR_MAX_WORDS": "32",
+    "PRIXLM_SIMILARITY__MIRROR_MAX_STEPS": "1",
+    "PRIXLM_SIMILARITY__XEL_MAX_QUERIES": "20",
+    "PRIXLM_SIMILARITY__SAMEAS_MAX_SOURCES": "50",
+    "PRIXLM_SIMILARITY__BLI_PAIRS": '["en-it"]',
+    "PRIXLM_SIMILARITY__BLI_TRAIN": "500",
+    "PRIXLM_SIMILARITY__PROBE_LANGUAGES": '["en", "fr"]',
+    "PRIXLM_SIMILARITY__PROBE_MAX_FACTS": "10",
 }
 
 
@@ -146,6 +154,21 @@ def test_whole_pipeline_under_dags_test(airflow):
     assert pq.read_table(predictions / "fr.parquet").column("run_id").unique().to_pylist() == [construct.info.run_id]
     logged = {item.path for item in client.list_artifacts(construct.info.run_id)}
     assert {"report_fr.html", "report_en.html", "fr_reliability.png", "triplestore.json"} <= logged
+
+    reports = root / "reports/2016.04.01"
+    similarity = json.loads((reports / "similarity.json").read_text())
+    models = {"Base + Mirror", "Prix-LM + Mirror"}
+    assert {(row["direction"], row["model"]) for row in similarity["xel"]} == {(d, m) for d in ("fr-en", "en-fr") for m in models}
+    assert {(row["pair"], row["model"]) for row in similarity["bli"]} == {("en-it", m) for m in models}
+    probing = json.loads((reports / "probing.json").read_text())
+    assert {(row["lang"], row["model"]) for row in probing["rows"]} == {(lang, m) for lang in ("en", "fr") for m in ("Base", "Prix-LM")}
+    for name in ("similarity_xel.md", "similarity_bli.md", "similarity_xel.png", "probing.md", "probing.png"):
+        assert (reports / name).is_file(), name
+    assert (root / "predictions/2016.04.01/sameas-fr-en.parquet").is_file() and (root / "predictions/2016.04.01/sameas-fr-en.nt").is_file()
+    for stage, metric in (("similarity", "xel.links_test.fr-en.prix_lm_mirror.mrr"), ("probe", "probing.en.prix_lm.accuracy")):
+        run = next(run for run in children if run.data.tags["prixlm.stage"] == stage)
+        assert metric in run.data.metrics, sorted(run.data.metrics)[:20]
+        assert {"similarity_xel.md", "probing.md"} & {a.path for a in client.list_artifacts(run.info.run_id)}
 
 
 def test_bad_params_are_rejected_naming_the_field(airflow):
