@@ -63,7 +63,7 @@ def airflow(tmp_path_factory: pytest.TempPathFactory, mirror_server: MirrorServe
     env.update(overrides)
 
     def run(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-        result = subprocess.run(["airflow", *args], env=env, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=1200)
+        result = subprocess.run(["airflow", *args], env=env, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=2400)
         if check and result.returncode:
             raise AssertionError(f"airflow {' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
         return result
@@ -93,6 +93,7 @@ def test_dags_parse_without_errors(airflow):
     assert json_output(errors) == [], errors
 
 
+@pytest.mark.timeout(2400)  # every stage of the pipeline in one `airflow dags test`
 def test_whole_pipeline_under_dags_test(airflow):
     result = airflow("dags", "test", "prix_lm_full", "-c", json.dumps({"release": "2016.04.01", "languages": ["fr", "en"]}))
     output = result.stdout + result.stderr
