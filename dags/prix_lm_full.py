@@ -28,19 +28,6 @@ RELEASE = "{{ ti.xcom_pull(task_ids='acquire') }}"
 TASKS = load_settings().tasks
 
 
-def report_job(job: str, models_of: str, release: str) -> str:
-    """Run ``jobs.<job>.run`` on the models ``jobs.<job>.<models_of>`` finds, with this run's settings."""
-    import importlib
-
-    from prixlm_model.config import overrides_from_params
-
-    module = importlib.import_module(f"jobs.{job}")
-    context = get_current_context()
-    settings = load_settings(overrides_from_params(context["params"]))
-    module.run(settings, release, getattr(module, models_of)(settings, release), context["run_id"])
-    return str(settings.paths.stage_dir("reports", release))
-
-
 @dag(
     dag_id=Path(__file__).stem,
     doc_md=__doc__,
@@ -134,6 +121,7 @@ def prix_lm_full():
         from prixlm_model.config import overrides_from_params
 
         return [str(path) for path in prune(load_settings(overrides_from_params(get_current_context()["params"])), release)]
+
     @task
     def construct(release: str) -> str:
         """#### Construct new facts
@@ -149,6 +137,7 @@ def prix_lm_full():
         settings = load_settings(overrides_from_params(context["params"]))
         run(settings, release, dag_run_id=context["run_id"])
         return str(settings.paths.stage_dir("predictions", release))
+
     # none_failed: they still run when no Prix-LM (Single) was asked for (an empty expansion is "skipped")
     @task(max_active_tis_per_dag=1, trigger_rule="none_failed")
     def similarity(release: str) -> str:
@@ -157,14 +146,26 @@ def prix_lm_full():
         held-out cross-lingual links by nearest neighbour (Hits@1, MRR), induce bilingual lexicons
         (VecMap + CSLS, Procrustes + cosine), and propose new `owl:sameAs` links above the
         calibrated threshold under `predictions/<release>/`; tables and charts to `reports/<release>/`."""
-        return report_job("similarity", "compared_models", release)
+        from jobs.similarity import compared_models, run
+        from prixlm_model.config import overrides_from_params
+
+        context = get_current_context()
+        settings = load_settings(overrides_from_params(context["params"]))
+        run(settings, release, compared_models(settings, release), context["run_id"])
+        return str(settings.paths.stage_dir("reports", release))
 
     @task(max_active_tis_per_dag=1, trigger_rule="none_failed")
     def probe(release: str) -> str:
         """#### Knowledge probing
         mLAMA-style cloze queries per language (mpararel templates and facts, mLAMA candidates),
         the base model against Prix-LM; accuracy per language to `reports/<release>/`."""
-        return report_job("probe", "probed_models", release)
+        from jobs.probe import probed_models, run
+        from prixlm_model.config import overrides_from_params
+
+        context = get_current_context()
+        settings = load_settings(overrides_from_params(context["params"]))
+        run(settings, release, probed_models(settings, release), context["run_id"])
+        return str(settings.paths.stage_dir("reports", release))
 
     settings = load_settings()
     spark_jobs = [
