@@ -167,6 +167,7 @@ def write_release(settings, model_release: str = RELEASE) -> None:
     """``parsed/`` and ``split/`` of the hand-made KB, and a model folder (the tiny base) trained "on" ``model_release``."""
     from jobs.stage import atomic_output, write_stats
     from prixlm_model.base_model import ensure_base_model
+    from prixlm_model.data import shard_folder, write_shards
     from prixlm_model.training import run_name
 
     facts = {"fr": facts_table("fr", FR_FACTS), "en": facts_table("en", EN_FACTS)}
@@ -194,7 +195,9 @@ def write_release(settings, model_release: str = RELEASE) -> None:
         names[FR + "Anne_Hidalgo"] = "Anne Hidalgo"  # a candidate object known only through a link
         pq.write_table(pa.table({"iri": list(names), "name": list(names.values())}), staging / "entities" / "lang=fr" / "part-0.parquet")
         write_stats(staging, {"eval_languages": ["fr"], "table": []})
-    model = settings.paths.stage_dir("models", RELEASE) / run_name(RELEASE, None)
+    # the run a model of these settings is found under: named by the training settings and the shards' fingerprint
+    write_shards(shard_folder(settings, RELEASE, "train"), [([0, 5, 2], 1, "triple", "fr")], release=RELEASE, split="train", fingerprint="c0ffee")
+    model = settings.paths.stage_dir("models", RELEASE) / run_name(settings, RELEASE)
     shutil.rmtree(model, ignore_errors=True)
     shutil.copytree(ensure_base_model(settings), model)
     (model / "training.json").write_text(json.dumps({"release": model_release, "run": model.name, "mlflow_run_id": "train-run-1"}))
@@ -283,6 +286,7 @@ def test_predict_answers_from_the_command_line_and_names_the_closest_known_names
     assert all(0 <= row["probability"] <= 1 for row in by_iri)
 
     monkeypatch.setenv("PRIXLM_PATHS__DATA_ROOT", str(stage_settings.paths.data_root))
+    monkeypatch.setenv("PRIXLM_MODEL__BASE", "tiny")  # the settings the model was trained with: they name its run
     main(["--lang", "fr", "--subject", "Paris", "--relation", "pays", "--release", RELEASE, "--top", "2"])
     printed = capsys.readouterr().out.splitlines()
     assert len(printed) == 2 and printed[0].startswith("  1  p=") and f"<{by_iri[0]['o_iri']}>" in printed[0]
