@@ -112,7 +112,7 @@ def prix_lm_full():
         run(settings, release, default_models(settings, release), context["run_id"])
         return str(settings.paths.stage_dir("reports", release))
 
-    @task(trigger_rule="all_done")  # also after a failed run: disk is reclaimed either way, the current release is kept
+    @task  # only after a successful run (a trailing "all_done" task would also turn a failed run green)
     def retention(release: str) -> list[str]:
         """#### Retention
         Keep each stage's outputs of only the newest `paths.keep_releases` releases (0: all); the

@@ -285,7 +285,7 @@ def markdown(report: dict[str, Any]) -> str:
         parts.append(f"## {lang}\n")
         parts.append(f"{split['queries']} queries of {split['test_triples']} test triples ({split['leaks_removed']} inverse leaks removed by the split); "
                      f"{split['candidates']} candidate entities; filter hash `{rows[0]['filter_hash'][:16] if rows else ''}`.\n")
-        parts.append(as_markdown([{"model": row["model"], **{key: fmt(row[key]) for key in shown}} for row in rows]))
+        parts.append(as_markdown([{"model": row["model"], **{key: fmt(row.get(key)) for key in shown}} for row in rows]))
         for model, delta in report["filter_in_search_effect"].get(lang, {}).items():
             parts.append(f"Effect of filter_in_search on {model}: " + ", ".join(f"{m} {d:+.4f}" for m, d in delta.items()) + "\n")
     return "\n".join(parts)

@@ -156,6 +156,14 @@ def test_form_trigger_waits_for_the_running_release(stack, browser) -> None:
         time.sleep(2)
     assert states == {"queued"}, f"run B was {states} while run A ran"
     assert api.wait("prix_lm_full", stack["a"])["state"] == "success", api.tasks("prix_lm_full", stack["a"])
+    assert_every_task_ran(api, stack["a"])
+
+
+def assert_every_task_ran(api: Api, run_id: str) -> None:
+    """Every task of the run succeeded (only the Single training, not asked for here, may be skipped)."""
+    states = {task: info["state"] for task, info in api.tasks("prix_lm_full", run_id).items()}
+    assert {task for task, state in states.items() if state != "success"} <= {"pretrain_single"}, states
+    assert {"acquire", "parse", "sequences", "split", "shards", "pretrain", "evaluate", "construct", "similarity", "probe", "retention"} <= set(states)
 
 
 def training_process(run_prefix: str) -> int | None:
@@ -184,6 +192,7 @@ def test_killed_training_is_retried_and_resumes(stack) -> None:
     assert killed, "never saw run B's training between its first and last checkpoint"
     assert api.wait("prix_lm_full", b)["state"] == "success", api.tasks("prix_lm_full", b)
     assert api.tasks("prix_lm_full", b)["pretrain"]["try_number"] == 2
+    assert_every_task_ran(api, b)
 
     models = sorted(folder.name for folder in (root / "models" / RELEASE).iterdir() if folder.is_dir())
     assert len(models) == 2 and killed in models  # run A's model and run B's, each named by its run
