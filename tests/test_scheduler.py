@@ -5,10 +5,11 @@
 
 1. ``dbpedia_refresh`` finds a release newer than anything acquired and starts one full run (A).
 2. In Chromium, a user logs in, opens ``prix_lm_full`` and triggers it from the form with a
-   training Param changed (run B). B waits while A runs (one run of a release at a time).
+   training Param changed (run B). B waits while A runs (one run of a release at a time); then
+   A is stopped, so that only one whole pipeline run is paid for.
 3. B's training process is SIGKILLed mid-run; Airflow retries the task, which resumes from its
-   checkpoint; B's model equals an uninterrupted training's, there is one MLflow child run for
-   it, and A's model is still there beside it.
+   checkpoint; every task of B succeeds; B's model equals an uninterrupted training's, and there
+   is one MLflow child run for it.
 4. ``dbpedia_refresh`` again: nothing newer, nothing starts.
 5. In Chromium, MLflow shows B's run, its child runs, a metric and a plot.
 6. Neither the generated password nor the signing secret appears in any log or MLflow param.
@@ -150,13 +151,17 @@ def test_form_trigger_waits_for_the_running_release(stack, browser) -> None:
     page.screenshot(path=str(SHOTS / "2-dag-runs.png"), full_page=True)
     page.goto("about:blank")  # the Airflow UI polls the API while open: leave the cores to the pipeline
     assert api.runs("prix_lm_full")[b]["conf"]["max_steps"] == 4
-    states = set()
-    while api.runs("prix_lm_full")[stack["a"]]["state"] == "running":
-        states.add(api.runs("prix_lm_full")[b]["state"])
+    states = []
+    for _ in range(5):  # ten seconds of both runs side by side
+        runs = api.runs("prix_lm_full")
+        assert runs[stack["a"]]["state"] == "running", runs[stack["a"]]
+        states.append(runs[b]["state"])
         time.sleep(2)
-    assert states == {"queued"}, f"run B was {states} while run A ran"
-    assert api.wait("prix_lm_full", stack["a"])["state"] == "success", api.tasks("prix_lm_full", stack["a"])
-    assert_every_task_ran(api, stack["a"])
+    assert set(states) == {"queued"}, f"run B was {states} while run A ran"
+    # Run A has shown what it had to (the refresh started it; B waits for it): stop it, as a user
+    # would from the UI, so that the test pays for one whole pipeline run, not two.
+    api.call("PATCH", f"/api/v2/dags/prix_lm_full/dagRuns/{urllib.request.quote(stack['a'], safe='')}", {"state": "failed"})
+    assert api.wait("prix_lm_full", stack["a"], 60)["state"] == "failed"
 
 
 def assert_every_task_ran(api: Api, run_id: str) -> None:
@@ -195,7 +200,7 @@ def test_killed_training_is_retried_and_resumes(stack) -> None:
     assert_every_task_ran(api, b)
 
     models = sorted(folder.name for folder in (root / "models" / RELEASE).iterdir() if folder.is_dir())
-    assert len(models) == 2 and killed in models  # run A's model and run B's, each named by its run
+    assert killed in models  # named by its run (two runs with other settings leave two models: tests/test_training.py)
     card = (root / "models" / RELEASE / killed / "README.md").read_text()
     assert b in card and "| step | 4 of 4 |" in card
 
