@@ -262,13 +262,17 @@ def test_mlflow_ui_shows_the_run_its_children_a_metric_and_a_plot(stack, browser
     page.goto(f"{base}/runs/{parent.info.run_id}")
     page.get_by_text(b).first.wait_for(timeout=60_000)
     page.screenshot(path=str(SHOTS / "4-mlflow-parent-run.png"), full_page=True)
-    page.goto(f"{base}/runs/{evaluate.info.run_id}/model-metrics")
-    metric = next(key for key in evaluate.data.metrics if key.endswith("hits_at_1"))
-    page.get_by_text(metric).first.wait_for(timeout=60_000)
-    page.screenshot(path=str(SHOTS / "5-mlflow-metrics.png"), full_page=True)
-    page.goto(f"{base}/runs/{evaluate.info.run_id}/artifacts/plots/link_prediction_hits_at_1.png")
-    page.locator("img").first.wait_for(timeout=60_000)
-    page.screenshot(path=str(SHOTS / "6-mlflow-plot.png"), full_page=True)
+    page.goto(f"{base}/runs/{evaluate.info.run_id}")
+    page.get_by_text(f"Metrics ({len(evaluate.data.metrics)})").first.wait_for(timeout=60_000)  # the child run's metrics table
+    assert any(key.endswith("hits_at_1") for key in evaluate.data.metrics)
+    page.screenshot(path=str(SHOTS / "5-mlflow-evaluate-run.png"), full_page=True)
+    # the plot, as the UI's artifact view fetches it from the server
+    with urllib.request.urlopen(f"{stack['services'].mlflow_url}/get-artifact?path=plots/link_prediction_hits_at_1.png&run_uuid={evaluate.info.run_id}",
+                                timeout=30) as response:
+        assert response.read(8) == b"\x89PNG\r\n\x1a\n"
+    page.goto(f"{base}/runs/{evaluate.info.run_id}/artifacts")
+    page.get_by_text("plots").first.wait_for(timeout=60_000)
+    page.screenshot(path=str(SHOTS / "6-mlflow-artifacts.png"), full_page=True)
     children = client.search_runs([experiment.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
     assert {run.data.tags["prixlm.stage"].split("/")[0] for run in children} >= {"acquire", "parse", "split", "shards", "train", "evaluate"}
 
