@@ -2,8 +2,9 @@
 
 Airflow runs as ``airflow standalone`` (scheduler, API server, DAG processor, triggerer) on
 SQLite; MLflow as ``mlflow server`` on the same tracking store the pipeline writes. Both bind to
-127.0.0.1 only. Airflow's generated admin password is printed once by Airflow itself and kept in
-a file of mode 0600 under the data root.
+127.0.0.1 only. The admin password is generated here, before Airflow starts, into a file of mode
+0600 under the data root: left to Airflow, its API server prints a password it generates into
+its log (FAULTS 31), so the password is never printed, only the file's path.
 
 Airflow's components (scheduler, API server, the task runners) sign and check the task-execution
 API's tokens with one shared secret. Left unset, each process invents its own and every task
@@ -15,6 +16,7 @@ so that it never sits in an environment a task could print.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import secrets
@@ -30,6 +32,7 @@ from prixlm_model.config import PROJECT_ROOT, load_settings
 from prixlm_model.runtime import service_environment
 
 log = logging.getLogger("ui")
+ADMIN = "admin"  # airflow.cfg: simple_auth_manager_users = admin:admin
 
 
 def private_file(path: Path, content: str = "") -> Path:
@@ -48,7 +51,9 @@ def private_file(path: Path, content: str = "") -> Path:
 def airflow_secrets(env: dict[str, str]) -> dict[str, str]:
     """Create the password file and the JWT signing secret (mode 0600) before any service starts; the variables that point Airflow at them."""
     home = Path(env["AIRFLOW_HOME"])
-    private_file(Path(env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"]))  # Airflow fills it on first start
+    passwords = private_file(Path(env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"]), json.dumps({ADMIN: secrets.token_urlsafe(16)}))
+    if ADMIN not in json.loads(passwords.read_text() or "{}"):  # an older, empty file: Airflow would generate and print one
+        passwords.write_text(json.dumps({ADMIN: secrets.token_urlsafe(16)}))
     jwt = private_file(home / "jwt_secret", secrets.token_urlsafe(48))
     return {"AIRFLOW__API_AUTH__JWT_SECRET_CMD": f"cat {shlex.quote(str(jwt))}"}
 
