@@ -21,7 +21,7 @@ $(STAMP): requirements.txt requirements-nodeps.txt
 	touch $@
 
 demo: install
-	$(PY) -m jobs.demo
+	$(PY) -m tools.demo
 
 test: install
 	$(PY) -m pytest
@@ -30,13 +30,13 @@ test-fast: install
 	$(PY) -m pytest -m "not slow"
 
 ui: install
-	$(PY) -m jobs.ui
+	$(PY) -m tools.ui
 
 mirror: install
-	$(PY) -m jobs.sample_mirror
+	$(PY) -m tools.sample_mirror
 
 env: install
-	@$(PY) -m prixlm_model.runtime --print
+	@$(PY) -m jobs.runtime --print
 
 clean:
 	rm -rf var/raw var/parsed var/sequences var/split var/shards var/runs var/models var/reports var/predictions var/quarantine var/tmp

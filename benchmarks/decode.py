@@ -255,7 +255,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.device == "cuda":
         settings = load_settings({"model": {"base": "tiny"}} if args.quick else None)
         report = {"benchmark": "decode-cuda", "quick": args.quick, "decode": gpu_decode_speed(settings, args.quick, 64 if args.quick else args.queries, args.gpu_batch)}
-        out = settings.paths.data_root / "reports" / "benchmarks" / "decode-cuda.json"
+        out = settings.paths.benchmark_report("decode-cuda")
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(report, indent=2) + "\n")
         speed = report["decode"]
@@ -282,7 +282,7 @@ def main(argv: list[str] | None = None) -> None:
         "met": {"speedup": speed["speedup"] >= SPEEDUP_TARGET, "memory_ratio": worst_memory <= MEMORY_TARGET},
         "seconds": round(time.perf_counter() - started, 1),
     }
-    out = settings.paths.data_root / "reports" / "benchmarks" / "decode.json"
+    out = settings.paths.benchmark_report("decode")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"batched {speed['batched_qps']:.3f} q/s vs direct Algorithm 1 {speed['direct_qps']:.4f} q/s: "

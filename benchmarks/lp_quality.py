@@ -7,7 +7,7 @@ by ``jobs.evaluate`` (same queries, same candidates, same filter, realistic ties
 - full run: the release's split and shards under ``<data_root>/{split,shards}/<release>``, made
   by ``make demo`` (or the Spark jobs ``parse``, ``sequences``, ``split``, ``shards``). Prix-LM
   (All) and one Prix-LM (Single) per language are trained here from the offline base through
-  ``training.launch`` with a step cap, in a data root of the benchmark's own (the split and
+  ``jobs.pretrain.run`` with a step cap, in a data root of the benchmark's own (the split and
   shards are linked in), so the pipeline's models are left alone. The defaults take about an
   hour on 2 idle cores, within the issue's 2.5-hour budget (see ``BUDGET``); each phase's
   seconds are reported.
@@ -151,7 +151,7 @@ def train_models(settings: Settings, release: str, knobs: dict[str, Any]) -> tup
     Each benchmark run trains from the base: checkpoints and models of an earlier run (maybe
     with other knobs) are removed first, so the figures always belong to these knobs.
     """
-    from prixlm_model.training import launch
+    from jobs.pretrain import run as launch
 
     for stage in ("runs", "models"):
         shutil.rmtree(settings.paths.data_root / stage, ignore_errors=True)
@@ -261,7 +261,7 @@ def main(argv: list[str] | None = None) -> None:
         "eval_settings": report["settings"],
         "models": report["models"],
     }
-    out = pipeline.paths.data_root / "reports" / "benchmarks" / ("lp_quality-quick.json" if args.quick else "lp_quality.json")
+    out = pipeline.paths.benchmark_report("lp_quality-quick" if args.quick else "lp_quality")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2, ensure_ascii=False, default=str) + "\n")
     print(markdown(report))

@@ -62,9 +62,9 @@ def mirror(settings) -> Path:
     databus = settings.sample.mirror_dir / "databus/dbpedia/generic"
     if databus.is_dir():
         return databus
-    from jobs.sample_mirror import build
+    from tools.sample_mirror import build
 
-    target = settings.paths.data_root / "tmp" / "benchmarks" / "mirror"
+    target = settings.paths.scratch / "benchmarks" / "mirror"
     if not (target / "databus").is_dir():
         build(settings.sample.model_copy(update={"mirror_dir": target}))
     return target / "databus/dbpedia/generic"
@@ -247,7 +247,7 @@ def main(argv: list[str] | None = None) -> dict:
     n_lines = args.lines or (100_000 if args.quick else 2_000_000)
 
     base_settings = load_settings()
-    work = base_settings.paths.data_root / "tmp" / "benchmarks" / "parse"
+    work = base_settings.paths.scratch / "benchmarks" / "parse"
     settings = load_settings({"paths": {"data_root": str(work)}})
     base = base_lines(mirror(base_settings))
     full, quarter = "bench-full", "bench-quarter"
@@ -323,7 +323,7 @@ def main(argv: list[str] | None = None) -> dict:
         verdict = "" if target is None else f"  (target {'<=' if key.endswith('_max') else '>='} {target}: {'met' if met[key] else 'NOT met'})"
         print(f"{key:32s} {value:6.2f}{verdict}")
     print(f"same facts table: {report['same_facts']} ({report['facts']:,} facts); load average {load}")
-    out = base_settings.paths.data_root / "reports" / "benchmarks" / ("parse-quick.json" if args.quick else "parse.json")
+    out = base_settings.paths.benchmark_report("parse-quick" if args.quick else "parse")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1))
     print(f"wrote {out}")

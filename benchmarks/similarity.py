@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> None:
     models = {BASE: ensure_base_model(settings)}
     if args.prixlm:
         models[PRIXLM] = args.prixlm
-    elif not args.quick and (settings.paths.data_root / "split").is_dir():  # a pipeline has run here: compare its Prix-LM
+    elif not args.quick and settings.paths.stage_root("split").is_dir():  # a pipeline has run here: compare its Prix-LM
         from jobs.stage import resolve_release
 
         models = compared_models(settings, resolve_release(settings, args.release, "split"))
@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> None:
               "encode": encode, "retrieval": retrieval, "quality": rows, "models": {k: str(v) for k, v in models.items()},
               "budget": sim.model_dump(mode="json", include={"mirror_max_words", "mirror_epochs", "mirror_max_steps", "mirror_batch", "bli_pairs", "bli_train"}),
               "seconds": round(time.perf_counter() - started, 1)}
-    out = settings.paths.data_root / "reports" / "benchmarks" / "similarity.json"
+    out = settings.paths.benchmark_report("similarity")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2, default=str) + "\n")
     print(f"wrote {out}")

@@ -177,10 +177,10 @@ def main(argv: list[str] | None = None) -> None:
         return
 
     from prixlm_model.data import shard_folder
-    from prixlm_model.runtime import service_environment
+    from jobs.runtime import service_environment
 
     folder = shard_folder(settings, args.release, "train") if args.release else sample_shards(settings, 8000)
-    env = service_environment(settings)
+    env = service_environment(settings, carry=settings.paths.scratch / "benchmarks" / "train-settings.json")
     if args.device == "cuda" and not _has_gpu():
         raise SystemExit("--device cuda: this machine has no CUDA device")
     if args.device == "cpu":
@@ -210,7 +210,7 @@ def main(argv: list[str] | None = None) -> None:
         "ratio_sequences_per_s": ratio,
         "target_ratio": 5.0,
     }
-    out = settings.paths.data_root / "reports" / "benchmarks" / "train.json"
+    out = settings.paths.benchmark_report("train")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     for variant, result in results.items():

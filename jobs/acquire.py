@@ -33,6 +33,7 @@ from typing import IO, Iterator
 
 from jobs.databus import NotFound, RemoteFile, SourceError, TRANSIENT_STATUS, backoff, is_url, list_files, resolve_release, retry_after
 from jobs.stage import last_acquired_release  # noqa: F401  (re-exported: callers of acquire ask it too)
+from prixlm_model.atomic import write_file
 from prixlm_model.config import AcquireSettings, Settings, check_safe_name, load_settings
 
 log = logging.getLogger(__name__)
@@ -93,7 +94,7 @@ def sha256_of(path: Path) -> str:
 
 
 def check_bz2_stream(path: Path, name: str, max_expansion: int) -> None:
-    """Read a .bz2 file to its end (FAULTS 8, 33): a truncated stream or a bomb raises."""
+    """Read a .bz2 file to its end (reliability #8, 33): a truncated stream or a bomb raises."""
     limit = max(path.stat().st_size * max_expansion, 1 << 20)
     expanded = 0
     try:
@@ -108,7 +109,7 @@ def check_bz2_stream(path: Path, name: str, max_expansion: int) -> None:
 
 @contextmanager
 def file_lock(target: Path, timeout_s: float) -> Iterator[None]:
-    """An exclusive lock per target file, so two runs never write the same ``.part`` (FAULTS 10)."""
+    """An exclusive lock per target file, so two runs never write the same ``.part`` (reliability #10)."""
     lock_path = target.with_name(f".{target.name}.lock")
     deadline = time.monotonic() + timeout_s
     with lock_path.open("a") as handle:
@@ -129,7 +130,7 @@ def file_lock(target: Path, timeout_s: float) -> Iterator[None]:
 def open_stream(remote: RemoteFile, offset: int, settings: AcquireSettings) -> tuple[IO[bytes], int, int]:
     """Open ``remote`` at ``offset``; return (stream, first byte it will send, total size).
 
-    Raises ``_Restart`` when the answer cannot continue the partial file (FAULTS 1, 2), ``NotFound``
+    Raises ``_Restart`` when the answer cannot continue the partial file (reliability #1, 2), ``NotFound``
     on 404, ``_Transient`` on errors worth retrying, ``DownloadError`` otherwise.
     """
     if not is_url(remote.url):
@@ -272,12 +273,6 @@ def acquire_file(remote: RemoteFile, settings: Settings, previous: dict | None) 
             "downloaded": True, "replaced": history}
 
 
-def write_json_atomically(path: Path, payload: dict) -> None:
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_text(json.dumps(payload, indent=1, sort_keys=True, ensure_ascii=False))
-    os.replace(temporary, path)
-
-
 def run(settings: Settings, dag_run_id: str | None = None, dag_id: str | None = None) -> str:
     """The DAG task: acquire, log the stage and describe the DAG run in MLflow (tags, resolved settings); return the release."""
     from jobs.stage import read_stats
@@ -287,7 +282,7 @@ def run(settings: Settings, dag_run_id: str | None = None, dag_id: str | None = 
         require_reachable,
     )
 
-    if dag_run_id:  # before any download (FAULTS 27)
+    if dag_run_id:  # before any download (reliability #27)
         require_reachable(settings.mlflow.resolved_uri())
     release = acquire(settings)["release"]
     if dag_run_id:
@@ -300,7 +295,7 @@ def run(settings: Settings, dag_run_id: str | None = None, dag_id: str | None = 
 def acquire(settings: Settings) -> dict:
     """Fetch every configured file of the configured release; return the manifest.
 
-    Files already finished stay when another fails (FAULTS 6); the error names the failed URLs.
+    Files already finished stay when another fails (reliability #6); the error names the failed URLs.
     """
     options = settings.acquire
     release = resolve_release(options)
@@ -331,11 +326,11 @@ def acquire(settings: Settings) -> dict:
         merged.update({entry["path"]: entry for entry in entries})
         manifest = {"release": release, "source": options.source, "complete": not failures and len(merged) >= len(remotes),
                     "files": sorted(merged.values(), key=lambda entry: entry["path"])}
-        write_json_atomically(manifest_path, manifest)
+        write_file(manifest_path, json.dumps(manifest, indent=1, sort_keys=True, ensure_ascii=False))
     stats = {"release": release, "files": len(remotes), "downloaded": sum(e["downloaded"] for e in entries),
              "reused": sum(not e["downloaded"] for e in entries), "failed": len(failures),
              "bytes": sum(e["bytes"] for e in entries), "seconds": round(time.monotonic() - started, 3)}
-    write_json_atomically(root / "stats.json", stats)
+    write_file(root / "stats.json", json.dumps(stats, indent=1, sort_keys=True, ensure_ascii=False))
     if failures:
         raise DownloadError(f"{len(failures)} of {len(remotes)} files failed:\n" + "\n".join(failures))
     log.info("acquired release %s: %d files (%d downloaded, %d already verified), %.1f MB into %s",

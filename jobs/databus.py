@@ -49,7 +49,7 @@ class RemoteFile:
 
 
 def version_key(version: str) -> tuple | None:
-    """A sort key ordering versions by date (FAULTS case 5); None when it is not a version.
+    """A sort key ordering versions by date (reliability #5); None when it is not a version.
 
     ``2022.12.01-fix`` sorts after ``2022.12.01``; a classic ``2016-10`` sorts as the first of its
     month, so mixed lists order by date rather than by string.
@@ -213,7 +213,7 @@ def databus_files(base: str, release: str, settings: AcquireSettings) -> list[Re
 def resolve_relative(document: str, reference: str) -> str:
     """Resolve a relative ``file`` reference against its metadata document (URL or folder).
 
-    A relative reference must be a plain file name of the version folder (FAULTS 30).
+    A relative reference must be a plain file name of the version folder (reliability #30).
     """
     check_safe_name(reference, f"file name in {document}")
     return urljoin(document, reference) if is_url(document) else join(document, reference)

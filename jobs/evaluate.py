@@ -26,7 +26,6 @@ import argparse
 import json
 import logging
 import math
-import os
 import re
 import tempfile
 import time
@@ -37,6 +36,7 @@ from typing import Any
 
 from jobs.split import as_csv, as_markdown
 from jobs.stage import read_stats, require_complete, resolve_release
+from prixlm_model.atomic import write_file
 from prixlm_model.config import Settings, load_settings
 
 log = logging.getLogger(__name__)
@@ -61,6 +61,11 @@ def evaluated_languages(split: Path) -> list[str]:
     """The split's evaluated languages (its stats), else every ``test/lang=<xx>`` folder."""
     languages = read_stats(split).get("eval_languages") or []
     return sorted(languages) or sorted(p.name.removeprefix("lang=") for p in (split / "test").glob("lang=*"))
+
+
+def single_languages(settings: Settings, release: str) -> list[str]:
+    """The languages that get a Prix-LM (Single): the split's evaluated ones, when ``eval.single_baseline`` is on."""
+    return evaluated_languages(settings.paths.stage_dir("split", release)) if settings.eval.single_baseline else []
 
 
 def language_data(split: Path, lang: str, max_queries: int) -> LanguageData:
@@ -97,14 +102,13 @@ def default_models(settings: Settings, release: str) -> ModelFolders:
     """The exported models that ``settings`` train on a release: All, and Single per language if trained."""
     from prixlm_model.training import run_name
 
-    root = settings.paths.stage_dir("models", release)
     split = settings.paths.stage_dir("split", release)
     models: ModelFolders = {}
-    if (root / run_name(settings, release) / "config.json").is_file():
-        models[ALL] = root / run_name(settings, release)
+    if (settings.paths.model_dir(release, run_name(settings, release)) / "config.json").is_file():
+        models[ALL] = settings.paths.model_dir(release, run_name(settings, release))
 
     def single(lang: str) -> Path:
-        return root / run_name(settings.model_copy(update={"train": settings.train.model_copy(update={"single_language": lang})}), release)
+        return settings.paths.model_dir(release, run_name(settings.model_copy(update={"train": settings.train.model_copy(update={"single_language": lang})}), release))
 
     singles = {lang: single(lang) for lang in evaluated_languages(split)}
     singles = {lang: folder for lang, folder in singles.items() if (folder / "config.json").is_file()}
@@ -309,12 +313,7 @@ def write_report(folder: Path, report: dict[str, Any]) -> list[Path]:
     paths = []
     for suffix, text in contents.items():
         target = folder / f"{REPORT}.{suffix}"
-        handle, scratch = tempfile.mkstemp(prefix=f".{target.name}.", dir=folder)
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.write(text)
-        os.chmod(scratch, 0o644)
-        os.replace(scratch, target)
-        paths.append(target)
+        paths.append(write_file(target, text))
     return paths
 
 
@@ -323,7 +322,7 @@ def run(settings: Settings, release: str, models: ModelFolders, dag_run_id: str 
     from prixlm_model.evaluation import filter_hash
 
     started = time.perf_counter()
-    if dag_run_id:  # before the heavy work, not after it (FAULTS 27)
+    if dag_run_id:  # before the heavy work, not after it (reliability #27)
         from prixlm_model.tracking import require_reachable
 
         require_reachable(settings.mlflow.resolved_uri())
@@ -332,7 +331,7 @@ def run(settings: Settings, release: str, models: ModelFolders, dag_run_id: str 
     split_table = {row["lang"]: row for row in read_stats(split).get("table", [])}
     rows: list[dict[str, Any]] = []
     split_info: dict[str, dict[str, int]] = {}
-    scratch_root = settings.paths.data_root / "tmp"
+    scratch_root = settings.paths.scratch
     scratch_root.mkdir(parents=True, exist_ok=True)
     for lang in languages:
         data = language_data(split, lang, settings.eval.max_test_queries)

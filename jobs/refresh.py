@@ -14,7 +14,7 @@ log = logging.getLogger(__name__)
 def newer_release(settings: Settings) -> str | None:
     """The newest published release when it is newer than the last acquired one, else None.
 
-    An unreachable source is not an error here (FAULTS 28): the log says why, nothing starts,
+    An unreachable source is not an error here (reliability #28): the log says why, nothing starts,
     and the next scheduled look tries again.
     """
     latest_settings = settings.acquire.model_copy(update={"release": "latest"})

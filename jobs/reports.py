@@ -13,19 +13,20 @@ from pathlib import Path
 from typing import Any
 
 from jobs.split import as_csv, as_markdown
+from prixlm_model.atomic import replacing
 
 
 def write_report(folder: Path, name: str, rows: list[dict[str, Any]] | None, text: str, suffix: str = "md") -> list[Path]:
     """``<name>.csv`` from ``rows`` (when given) and ``<name>.<suffix>`` from ``text``; their paths."""
-    from prixlm_model.training import write_atomically
+    from prixlm_model.atomic import write_file
 
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     if rows is not None:
         columns = list(dict.fromkeys(key for row in rows for key in row))
-        write_atomically(folder / f"{name}.csv", as_csv([{key: row.get(key) for key in columns} for row in rows]))
+        write_file(folder / f"{name}.csv", as_csv([{key: row.get(key) for key in columns} for row in rows]))
         paths.append(folder / f"{name}.csv")
-    write_atomically(folder / f"{name}.{suffix}", text)
+    write_file(folder / f"{name}.{suffix}", text)
     return [*paths, folder / f"{name}.{suffix}"]
 
 
@@ -67,10 +68,9 @@ def bar_chart(path: Path, rows: list[dict[str, Any]], columns: Sequence[str], va
     axes.set_title(title)
     axes.legend()
     figure.tight_layout()
-    scratch = path.with_name(f".{path.name}.tmp.png")
-    figure.savefig(scratch, dpi=100)
+    with replacing(path) as scratch:
+        figure.savefig(scratch, dpi=100, format="png")
     plt.close(figure)
-    scratch.replace(path)
     return path
 
 

@@ -1,4 +1,4 @@
-"""retention: keep the newest ``paths.keep_releases`` releases of every stage's output, delete the rest (FAULTS 34).
+"""retention: keep the newest ``paths.keep_releases`` releases of every stage's output, delete the rest (reliability #34).
 
 Why here: a refresh re-runs the pipeline for every new DBpedia release, and each leaves gigabytes
 (dumps, Parquet, models). Releases are ordered by date as the source names them (the Databus's
@@ -17,11 +17,11 @@ import uuid
 from pathlib import Path
 
 from jobs.databus import version_key
-from prixlm_model.config import Settings, load_settings
+from prixlm_model.config import PathsSettings, Settings, load_settings
 
 log = logging.getLogger(__name__)
 
-RELEASE_STAGES = ("raw", "parsed", "sequences", "split", "shards", "models", "reports", "predictions", "quarantine")
+RELEASE_STAGES = PathsSettings.STAGES
 
 
 def prune(settings: Settings, current: str) -> list[Path]:

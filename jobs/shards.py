@@ -8,7 +8,7 @@ Rows are sorted within each file, so a re-run writes the same bytes in the same 
 loader's order depends only on its seed and epoch.
 
 ``manifest.json`` lists every file with its row count and length, and a fingerprint of the
-inputs and settings that training checks before it resumes (FAULTS 23).
+inputs and settings that training checks before it resumes (reliability #23).
 """
 
 from __future__ import annotations

@@ -106,7 +106,7 @@ def write_proposals(settings: Settings, release: str, label: str, embed, split: 
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from prixlm_model.training import write_atomically
+    from prixlm_model.atomic import write_file
     from prixlm_model.xel import n_triples, propose_links
 
     known = read_table(require_complete(settings.paths.stage_dir("parsed", release), "parse") / "links")
@@ -128,7 +128,7 @@ def write_proposals(settings: Settings, release: str, label: str, embed, split: 
         stem = folder / f"sameas-{src}-{tgt}"
         pq.write_table(table, stem.with_name(f".{stem.name}.parquet.tmp"))
         stem.with_name(f".{stem.name}.parquet.tmp").replace(stem.with_suffix(".parquet"))
-        write_atomically(stem.with_suffix(".nt"), n_triples(table))
+        write_file(stem.with_suffix(".nt"), n_triples(table))
         counts[f"{src}-{tgt}"] = table.num_rows
         log.info("sameAs %s->%s: %d proposed of %d unlinked sources (threshold %s)", src, tgt, table.num_rows, len(sources), threshold)
     return counts

@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from prixlm_model.atomic import publish_folder
 from prixlm_model.config import Settings, check_safe_name, load_settings
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,7 @@ def last_acquired_release(settings: Settings) -> str | None:
     """The newest release whose manifest says it is complete, or None when none is."""
     from jobs.databus import version_key
 
-    raw = settings.paths.data_root / "raw"
+    raw = settings.paths.stage_root("raw")
     complete = []
     for manifest in raw.glob("*/manifest.json") if raw.exists() else []:
         try:
@@ -101,13 +102,7 @@ def atomic_output(target: Path) -> Iterator[Path]:
         if not (staging / "stats.json").is_file():
             raise RuntimeError(f"{target}: the stage wrote no stats.json")
         (staging / "_SUCCESS").write_text("")
-        retired = None
-        if target.exists():
-            retired = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
-            target.rename(retired)
-        staging.rename(target)
-        if retired is not None:
-            shutil.rmtree(retired, ignore_errors=True)
+        publish_folder(staging, target)
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
@@ -158,7 +153,7 @@ def spark_stage_main(argv: list[str] | None, doc: str, stage: str, upstream: str
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = load_settings()
     release = resolve_release(settings, args.release, upstream)
-    if args.dag_run_id:  # before the heavy work, not after it (FAULTS 27)
+    if args.dag_run_id:  # before the heavy work, not after it (reliability #27)
         from prixlm_model.tracking import require_reachable
 
         require_reachable(settings.mlflow.resolved_uri())

@@ -9,7 +9,7 @@ same train split, are scored on the same test triples, and are measured the same
   evaluated ones; ``filter_validation_when_testing`` adds validation);
 - realistic rank for ties (PyKEEN's default; Prix-LM's evaluation uses the same);
 - trained to convergence: early stopping on validation tail MRR, with the training time and the
-  number of epochs reported (a time-capped baseline understates them, see DESIGN.md).
+  number of epochs reported (a time-capped baseline understates them).
 
 Entities and relations are numbered over train, valid and test together, so every test triple
 can be scored; an entity seen only in test keeps its random initial embedding, as it would in

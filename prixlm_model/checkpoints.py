@@ -9,10 +9,9 @@ export never unpickles anything (docs/reliability.md, cases 20, 21, 32).
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-from prixlm_model.config import Settings, check_safe_name
+from prixlm_model.config import Settings
 
 MARKER = "prixlm.json"  # written into a checkpoint once every rank has saved: the checkpoint is complete
 LATEST = "latest"  # the run's pointer to its newest complete checkpoint, replaced atomically
@@ -21,22 +20,7 @@ WEIGHTS = "model.safetensors"  # full fp32 weights in each checkpoint, for the e
 
 def run_folder(settings: Settings, run: str) -> Path:
     """``<data_root>/runs/<run>``."""
-    return settings.paths.data_root / "runs" / check_safe_name(run, "run")
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so that a reader sees the old content or the new, never a mix."""
-    scratch = path.with_name(f".{path.name}.tmp")
-    with open(scratch, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(scratch, path)
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
+    return settings.paths.run_dir(run)
 
 
 def complete_checkpoints(checkpoints: Path) -> list[Path]:

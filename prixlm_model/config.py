@@ -11,13 +11,15 @@ Nothing else in the project hard-codes a path, language list, release, URL or mo
 
 from __future__ import annotations
 
+import hashlib
 import inspect
+import json
 import os
 import re
 import sys
 import warnings
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, TomlConfigSettingsSource
@@ -31,7 +33,7 @@ LANGUAGE_CODES: tuple[str, ...] = (
     "sa sco sh sk sl sq sr su sv sw ta te th tr uk ur uz vi yi zh zh_min_nan"
 ).split()
 
-# A path component that can never climb out of the data root or name a URL (FAULTS case 30).
+# A path component that can never climb out of the data root or name a URL (reliability #30).
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=-]{0,127}$")
 
 
@@ -64,9 +66,56 @@ class PathsSettings(_Section):
     def _absolute(cls, value: Path) -> Path:
         return value if value.is_absolute() else (PROJECT_ROOT / value).resolve()
 
+    # The on-disk layout, defined here once. Each stage's output for one release is
+    # ``<data_root>/<stage>/<release>/``; ``docs/architecture.md`` says what each holds.
+    STAGES: ClassVar[tuple[str, ...]] = ("raw", "quarantine", "parsed", "sequences", "split", "shards", "models", "reports", "predictions")
+
     def stage_dir(self, stage: str, release: str) -> Path:
         """The output folder of ``stage`` for one release, e.g. ``var/raw/2016.10.01``."""
-        return self.data_root / check_safe_name(stage, "stage") / check_safe_name(release, "release")
+        return self.stage_root(stage) / check_safe_name(release, "release")
+
+    def stage_root(self, stage: str) -> Path:
+        """The folder holding every release of ``stage``, e.g. ``var/raw``."""
+        if stage not in self.STAGES:
+            raise ValueError(f"unknown stage {stage!r}; the layout has {', '.join(self.STAGES)}")
+        return self.data_root / stage
+
+    def model_dir(self, release: str, run: str) -> Path:
+        """The exported Hugging Face folder of one training run: ``models/<release>/<run>/``."""
+        return self.stage_dir("models", release) / check_safe_name(run, "run")
+
+    def run_dir(self, run: str) -> Path:
+        """A training run's live state (checkpoints, its settings): ``runs/<run>/``."""
+        return self.data_root / "runs" / check_safe_name(run, "run")
+
+    def dag_run_settings(self, dag_run_id: str) -> Path:
+        """The settings file one DAG run resolved: ``dag_runs/<run id>/settings.json``.
+
+        Airflow's run ids hold ``:`` and ``+``; those become ``_``, and a hash of the id keeps two
+        ids that differ only there apart.
+        """
+        readable = re.sub(r"[^A-Za-z0-9._=-]", "_", dag_run_id)[:100].lstrip("._=-") or "run"
+        unique = hashlib.sha256(dag_run_id.encode()).hexdigest()[:8]
+        return self.data_root / "dag_runs" / f"{readable}-{unique}" / "settings.json"
+
+    @property
+    def scratch(self) -> Path:
+        """Temporary files of any stage (also ``TMPDIR`` of the services)."""
+        return self.data_root / "tmp"
+
+    @property
+    def mlflow_root(self) -> Path:
+        """The default MLflow store: ``mlflow.db`` and ``artifacts/``."""
+        return self.data_root / "mlflow"
+
+    def benchmark_report(self, name: str) -> Path:
+        """Where ``benchmarks/<name>`` writes its JSON."""
+        return self.stage_root("reports") / "benchmarks" / f"{check_safe_name(name, 'benchmark')}.json"
+
+    @property
+    def code_archive(self) -> Path:
+        """The project's packages zipped for Spark's ``--py-files``."""
+        return self.cache_dir / "pyfiles" / "prixlm.zip"
 
 
 class AcquireSettings(_Section):
@@ -85,7 +134,7 @@ class AcquireSettings(_Section):
     backoff_max_s: float = Field(30.0, ge=0)  # cap on one wait
     timeout_s: float = Field(60.0, gt=0)  # socket connect/read time-out
     chunk_bytes: int = Field(1 << 20, gt=0)  # read size while streaming to disk
-    max_file_bytes: int = Field(64 << 30, gt=0)  # refuse a download larger than this (FAULTS case 33)
+    max_file_bytes: int = Field(64 << 30, gt=0)  # refuse a download larger than this (reliability #33)
     max_expansion: int = Field(200, gt=1)  # refuse a bz2 that expands more than this ratio (bomb guard)
     lock_timeout_s: float = Field(3600.0, gt=0)  # how long a second run waits for another's download
 
@@ -130,8 +179,8 @@ class AcquireSettings(_Section):
 
 
 class ParseSettings(_Section):
-    max_line_bytes: int = Field(100_000, gt=0)  # longer lines are rejected as too_long by length, before any regex (FAULTS case 17)
-    languages: list[str] = Field(default_factory=lambda: list(LANGUAGE_CODES))  # chapters kept; other chapter codes count as unknown_chapter (FAULTS case 19)
+    max_line_bytes: int = Field(100_000, gt=0)  # longer lines are rejected as too_long by length, before any regex (reliability #17)
+    languages: list[str] = Field(default_factory=lambda: list(LANGUAGE_CODES))  # chapters kept; other chapter codes count as unknown_chapter (reliability #19)
     chapter_map: dict[str, str] = Field(default_factory=dict)  # chapter code -> kept code before that check, e.g. {"simple": "en"}; empty: unknown codes are skipped
     foreign_hosts: list[str] = Field(default_factory=lambda: ["wikidata"])  # <x>.dbpedia.org hosts that are not Wikipedia chapters: their IRIs count as foreign
     ontology: Path = Field(Path("../shared/data/dbpedia-extraction-framework/dbpedia.owl.xz"), validate_default=True)  # DBpedia ontology (RDF/XML, .xz or plain): rdfs:labels name dbo: relations
@@ -286,7 +335,7 @@ class MlflowSettings(_Section):
 
 class TrainSettings(_Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"  # "cuda": NCCL, one process per GPU (train.processes GPUs, or a hostfile); "cpu": gloo
-    zero_stage: int = Field(1, ge=0, le=2)  # DeepSpeed ZeRO stage; bf16 needs 1 or 2 (bf16 with ZeRO-0 trained worse, DESIGN.md)
+    zero_stage: int = Field(1, ge=0, le=2)  # DeepSpeed ZeRO stage; bf16 needs 1 or 2 (bf16 with ZeRO-0 keeps no fp32 master weights and trained worse)
     precision: Literal["bf16", "fp32"] = "bf16"  # bf16 mixed precision (fp32 master weights) or plain fp32
     micro_batch: int = Field(32, ge=1)  # sequences per forward/backward on one process
     global_batch: int = Field(1024, ge=1)  # sequences per optimizer step over all processes (paper: 1,024); micro_batch x world size must divide it
@@ -432,7 +481,7 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _mlflow_under_data_root(self) -> "Settings":
         if not self.mlflow.tracking_uri:
-            self.mlflow.tracking_uri = str(self.paths.data_root / "mlflow" / "mlflow.db")
+            self.mlflow.tracking_uri = str(self.paths.mlflow_root / "mlflow.db")
         return self
 
     @classmethod
@@ -448,72 +497,52 @@ class Settings(BaseSettings):
         return init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=toml_file)
 
 
+# A resolved snapshot of the settings (one DAG run's, one training run's): when this variable
+# names one, it is the only source; the TOML file and the PRIXLM_* variables are not read.
+SETTINGS_FILE_VARIABLE = "PRIXLM_SETTINGS_FILE"
+
+
 def load_settings(overrides: dict[str, Any] | None = None) -> Settings:
     """Load the configuration; ``overrides`` is a nested dict such as ``{"acquire": {"release": "latest"}}``.
 
+    With ``PRIXLM_SETTINGS_FILE`` set, the settings are that snapshot (plus ``overrides``): how a
+    DAG run's Spark jobs and training processes get exactly the settings its first task resolved.
     Raises ``ValueError`` (pydantic's ``ValidationError``) naming the setting when a value is bad.
     """
+    snapshot = os.environ.get(SETTINGS_FILE_VARIABLE)
+    if snapshot:
+        return read_settings(Path(snapshot), overrides)
     return Settings(**(overrides or {}))
 
 
-# The DAG's Params: a flat name for the trigger form, and the setting it overrides. The JSON
-# schema of each Param is the setting's own (type, enum, bounds), so the form rejects what
-# load_settings would reject (FAULTS 29).
-DAG_PARAMS: dict[str, str] = {
-    "release": "acquire.release",
-    "languages": "acquire.languages",
-    "source": "acquire.source",
-    "mirror_url": "acquire.mirror_url",
-    "mirror_layout": "acquire.mirror_layout",
-    "base_model": "model.base",
-    "max_steps": "train.max_steps",
-    "beam_size": "eval.beam_size",
-    "max_test_queries": "eval.max_test_queries",
-    "accept_threshold": "construct.accept_threshold",
-    "review_threshold": "construct.review_threshold",
-    "construct_queries": "construct.max_queries",
-    "mirror_max_steps": "similarity.mirror_max_steps",
-    "bli_pairs": "similarity.bli_pairs",
-    "probe_max_facts": "similarity.probe_max_facts",
-}
+def write_settings(settings: Settings, path: Path) -> Path:
+    """Write ``settings`` as a JSON snapshot that ``read_settings`` turns back into equal settings; atomically."""
+    from prixlm_model.atomic import write_file
+
+    return write_file(path, settings.model_dump_json(indent=1))
 
 
-def param_schemas(settings: Settings | None = None) -> dict[str, dict[str, Any]]:
-    """JSON schema and default for each DAG Param, derived from the settings' declared types."""
-    settings = settings or load_settings()
-    comments = _field_comments()
-    schemas = {}
-    for name, dotted in DAG_PARAMS.items():
-        section, field = dotted.split(".")
-        model = getattr(settings, section)
-        schema = dict(type(model).model_json_schema()["properties"][field])
-        schema.pop("title", None)
-        options = schema.pop("anyOf", None)
-        if options:  # Optional[X]: the trigger form understands a type list better than anyOf
-            concrete = next(option for option in options if option.get("type") != "null")
-            schema.update({**concrete, "type": [concrete["type"], "null"]})
-        schema["default"] = getattr(model, field)
-        if name == "languages":
-            schema["items"] = {"type": "string", "enum": list(LANGUAGE_CODES)}
-            schema["minItems"] = 1
-        if name == "release":
-            schema["pattern"] = SAFE_NAME.pattern
-        schema["description"] = f"`{dotted}` — {comments.get(dotted, '')}".rstrip(" —")
-        schemas[name] = schema
-    return schemas
+def read_settings(path: Path, overrides: dict[str, Any] | None = None) -> Settings:
+    """The settings of a snapshot written by ``write_settings``, with ``overrides`` on top.
+
+    Every field is given explicitly, and explicit values are the strongest source, so neither the
+    TOML file nor the environment can change a snapshot's value.
+    """
+    try:
+        values = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{path}: not a settings snapshot ({error})") from error
+    for section, fields in (overrides or {}).items():
+        values.setdefault(section, {}).update(fields)
+    return Settings(**values)
 
 
-def overrides_from_params(params: dict[str, Any]) -> dict[str, Any]:
-    """Turn a DAG run's Params into the nested overrides ``load_settings`` takes."""
-    overrides: dict[str, Any] = {}
-    for name, value in params.items():
-        if name in DAG_PARAMS and value is not None:
-            section, field = DAG_PARAMS[name].split(".")
-            overrides.setdefault(section, {})[field] = value
-    return overrides
+def settings_digest(settings: Settings) -> str:
+    """A short hash of every resolved setting: two processes with equal digests run with equal settings."""
+    return hashlib.sha256(settings.model_dump_json().encode()).hexdigest()[:16]
 
 
-def _field_comments() -> dict[str, str]:
+def field_comments() -> dict[str, str]:
     """The comment after each field's default in this file: the help text for the trigger form."""
     comments, section = {}, None
     for line in inspect.getsource(sys.modules[__name__]).splitlines():  # works from a --py-files zip too

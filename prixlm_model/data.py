@@ -28,7 +28,6 @@ per optimizer step) and batch g goes to rank ``g % world_size``, so 1 process ac
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -40,6 +39,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 
+from prixlm_model.atomic import publish_folder
 from prixlm_model.config import Settings, check_safe_name
 
 SUCCESS = "_SUCCESS"
@@ -329,8 +329,6 @@ def write_shards(
     scratch.mkdir(parents=True, exist_ok=True)
     (scratch / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     (scratch / SUCCESS).touch()
-    if folder.exists():
-        shutil.rmtree(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
-    os.rename(scratch, folder)
+    publish_folder(scratch, folder)
     return read_manifest(folder)

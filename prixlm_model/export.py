@@ -3,7 +3,7 @@
 Why: evaluation, decoding and users load Prix-LM with ``AutoModelForCausalLM`` and
 ``AutoTokenizer``, offline, without DeepSpeed. The weights come from the checkpoint's
 ``model.safetensors`` (full fp32 weights gathered at save time), never from DeepSpeed's pickled
-files (FAULTS 32). The folder is written beside its target and renamed into place, so
+files (reliability #32). The folder is written beside its target and renamed into place, so
 ``<data_root>/models/<release>/<name>/`` is complete whenever it exists.
 
 The final checkpoint exports to ``<run>/``; a chosen one (the paper evaluates LM-LP at 20k
@@ -21,8 +21,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from prixlm_model.config import Settings, check_safe_name, load_settings
+from prixlm_model.atomic import publish_folder
 from prixlm_model.checkpoints import MARKER, WEIGHTS, latest_checkpoint, run_folder
+from prixlm_model.config import Settings, check_safe_name, load_settings
 
 
 def export_checkpoint(settings: Settings, release: str, run: str, checkpoint: Path | None = None) -> Path:
@@ -40,7 +41,7 @@ def export_checkpoint(settings: Settings, release: str, run: str, checkpoint: Pa
         raise ValueError(f"{checkpoint} was trained on release {marker['release']}, not {release}")
     final = marker["step"] == marker["data"]["total_steps"]
     name = check_safe_name(run if final else f"{run}-step{marker['step']}", "model name")
-    target = settings.paths.stage_dir("models", release) / name
+    target = settings.paths.model_dir(release, name)
 
     model, tokenizer = load_model(settings)
     weights = load_file(checkpoint / WEIGHTS)
@@ -60,9 +61,7 @@ def export_checkpoint(settings: Settings, release: str, run: str, checkpoint: Pa
         (scratch / "training.json").write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
         for path in [scratch, *scratch.iterdir()]:
             path.chmod(0o755 if path.is_dir() else 0o644)
-        if target.exists():
-            shutil.rmtree(target)
-        scratch.rename(target)
+        publish_folder(scratch, target)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return target

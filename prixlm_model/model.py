@@ -4,7 +4,7 @@ Why not ``XLMRobertaForCausalLM(labels=...)``: it computes logits over the whole
 at every position and then throws most of them away. The loss only needs the positions that
 predict an object token or ``[EOS]`` (paper section 2.2), so ``object_loss`` runs the encoder
 with the paper's mask, gathers the hidden states at those positions and applies the LM head
-there only: the same objective at a fraction of the cost (DESIGN.md: 6.5 -> 19.5 seq/s).
+there only: the same objective at a fraction of the cost (6.5 -> 19.5 sequences/s on 2 CPU cores, `benchmarks/train.py`).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ def load_model(settings: Settings, source: str | Path | None = None) -> tuple[Pr
     The model is ``XLMRobertaForCausalLM`` with ``is_decoder=True``, the configured dropout on
     hidden states and attention weights, one embedding row per Prix-LM token (new rows drawn
     from ``model.seed``) and the LM head tied to the input embeddings. Weights load from
-    safetensors only: a pickled ``.bin`` is never unpickled (FAULTS 32).
+    safetensors only: a pickled ``.bin`` is never unpickled (reliability #32).
     """
     folder = Path(source) if source is not None else ensure_base_model(settings)
     tokenizer = load_tokenizer(folder)

@@ -2,7 +2,7 @@
 
 Why: users review every pipeline run in MLflow. A stage finds its child run again by tags
 (DAG run id and stage) instead of creating another, so an Airflow retry or a re-run of the same
-DAG run adds no duplicate runs (FAULTS 25, 34). mlflow is imported here, lazily, so that a DAG
+DAG run adds no duplicate runs (reliability #25, 34). mlflow is imported here, lazily, so that a DAG
 parse never pays for it.
 """
 
@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterable
 
-from prixlm_model.config import Settings
+from prixlm_model.config import Settings, settings_digest
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +26,7 @@ PARENT_TAG = "mlflow.parentRunId"
 
 def artifact_location(settings: Settings) -> str:
     """Where a database-backed store keeps artifacts: under the data root, not ./mlruns of the task's folder."""
-    return (settings.paths.data_root / "mlflow" / "artifacts").as_uri()
+    return (settings.paths.mlflow_root / "artifacts").as_uri()
 
 
 class TrackingUnavailable(RuntimeError):
@@ -34,7 +34,7 @@ class TrackingUnavailable(RuntimeError):
 
 
 def require_reachable(uri: str, timeout_s: float = 5.0) -> None:
-    """Fail fast, naming the server and the setting, when an http(s) tracking server is down (FAULTS 27).
+    """Fail fast, naming the server and the setting, when an http(s) tracking server is down (reliability #27).
 
     Why fail and not buffer: every stage's outputs are written atomically and a retried task
     finds its MLflow run again, so failing loses nothing and the Airflow retry logs it all later;
@@ -119,14 +119,14 @@ def flatten(stats: dict[str, Any], prefix: str = "") -> dict[str, float]:
 
 def log_stage(settings: Settings, dag_run_id: str, stage: str, release: str, stats: dict[str, Any], artifacts: Iterable[Path] = ()) -> str:
     """Log a stage's statistics (metrics), release (param) and tables (artifacts); return the run id."""
-    from mlflow.entities import Metric, Param
+    from mlflow.entities import Metric, Param, RunTag
 
     client, _ = _client(settings)
     run_id = stage_run(settings, dag_run_id, stage)
     parent = pipeline_run(settings, dag_run_id)
     existing = client.get_run(run_id).data.params
     params = [Param(k, v) for k, v in {"release": release, "stage": stage}.items() if k not in existing]
-    client.log_batch(run_id, params=params)
+    client.log_batch(run_id, params=params, tags=[RunTag("prixlm.settings_digest", settings_digest(settings))])
     if "release" not in client.get_run(parent).data.params:
         client.log_batch(parent, params=[Param("release", release)])
     now_ms = int(time.time() * 1000)

@@ -10,14 +10,14 @@ Why these pieces:
   built here and handed to ``deepspeed.initialize``, which saves them in its checkpoints and
   needs no JIT-compiled fused Adam.
 - DeepSpeed saves neither the data position nor the RNG states, so they travel in
-  ``client_state`` (FAULTS 20). A checkpoint counts only once our marker ``prixlm.json`` is in
+  ``client_state`` (reliability #20). A checkpoint counts only once our marker ``prixlm.json`` is in
   it and the ``latest`` pointer, written last and atomically, names it; a save killed half-way
-  is never chosen and is deleted on resume (FAULTS 21). A resume against other shards, another
-  config or another world size is refused with what differs (FAULTS 23, 24).
+  is never chosen and is deleted on resume (reliability #21). A resume against other shards, another
+  config or another world size is refused with what differs (reliability #23, 24).
 - Every checkpoint also holds the full fp32 weights as ``model.safetensors``, so the export never
-  unpickles anything, and DeepSpeed's own files are read with ``weights_only=True`` (FAULTS 32).
+  unpickles anything, and DeepSpeed's own files are read with ``weights_only=True`` (reliability #32).
 - A NaN or infinite loss stops the run at that step, naming the step and the batch, before any
-  export (FAULTS 22), or, when configured, skips that batch and counts it.
+  export (reliability #22), or, when configured, skips that batch and counts it.
 """
 
 from __future__ import annotations
@@ -31,8 +31,6 @@ import os
 import random
 import shutil
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -43,8 +41,9 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from prixlm_model.checkpoints import LATEST, MARKER, WEIGHTS, complete_checkpoints, latest_checkpoint, run_folder, write_atomically
-from prixlm_model.config import PROJECT_ROOT, Settings, check_safe_name, load_settings
+from prixlm_model.atomic import write_file
+from prixlm_model.checkpoints import LATEST, MARKER, WEIGHTS, complete_checkpoints, latest_checkpoint, run_folder
+from prixlm_model.config import Settings, check_safe_name, load_settings, settings_digest
 from prixlm_model.data import Batch, Manifest, ShardLoader, read_manifest, shard_folder
 from prixlm_model.model import load_model, object_loss
 from prixlm_model.progress import Progress
@@ -396,9 +395,10 @@ class Trainer:
                 "data": {"rows": self.loader.rows, "manifest_rows": self.manifest.rows, "steps_per_epoch": self.loader.steps_per_epoch, "total_steps": self.total_steps},
                 "mlflow_run_id": self.mlflow_run_id,
                 "dag_run_id": self.dag_run_id,
+                "settings_digest": settings_digest(self.settings),  # the launcher's, when it carried its settings
             }
-            write_atomically(tag / MARKER, json.dumps(marker, indent=2) + "\n")
-            write_atomically(self.checkpoints / LATEST, tag.name)
+            write_file(tag / MARKER, json.dumps(marker, indent=2) + "\n", durable=True)
+            write_file(self.checkpoints / LATEST, tag.name, durable=True)
             for old in complete_checkpoints(self.checkpoints)[: -self.settings.train.keep_checkpoints]:
                 shutil.rmtree(old)
             self.log_tags({"checkpoint.latest": str(tag)})
@@ -435,7 +435,8 @@ class Trainer:
                 }
             )
             mlflow.log_params(params)
-        tags = {"prixlm.run": self.run, "prixlm.release": self.release, "prixlm.checkpoints": str(self.checkpoints)}
+        tags = {"prixlm.run": self.run, "prixlm.release": self.release, "prixlm.checkpoints": str(self.checkpoints),
+                "prixlm.settings_digest": settings_digest(self.settings)}
         if self.dag_run_id:
             tags["airflow.dag_run_id"] = self.dag_run_id
         mlflow.set_tags(tags)
@@ -467,7 +468,6 @@ def train(settings: Settings, release: str, run: str | None = None, dag_run_id: 
     raise before the process group exists.
     """
     run = run or run_name(settings, release)
-    dag_run_id = dag_run_id or os.environ.get("AIRFLOW_CTX_DAG_RUN_ID")
     trainer = Trainer(settings, release, run, dag_run_id)
     status = "FAILED"
     try:
@@ -518,70 +518,13 @@ def accelerator(train: Any) -> str:
     return train.device
 
 
-def finished_export(folder: Path, settings: Settings, release: str) -> bool:
-    """Whether ``folder`` holds the final export of a run with exactly these settings and shards (a re-run need not train)."""
-    marker_path = folder / "training.json"
-    if not (folder / "config.json").is_file() or not marker_path.is_file():
-        return False
-    marker = json.loads(marker_path.read_text(encoding="utf-8"))
-    fingerprint = read_manifest(shard_folder(settings, release, "train")).fingerprint
-    return (marker["step"] == marker["data"]["total_steps"] and marker["config"] == training_config(settings, release)
-            and marker["fingerprint"] == fingerprint)
-
-
-def _export_stamp(folder: Path) -> int | None:
-    """When the export in ``folder`` was written (its ``config.json``), or None when there is none."""
-    config = folder / "config.json"
-    return config.stat().st_mtime_ns if config.is_file() else None
-
-
-def launch(settings: Settings, release: str, dag_run_id: str | None = None, env: dict[str, str] | None = None) -> Path:
-    """Train through the ``deepspeed`` launcher (``train.processes`` here, or ``train.hostfile``); return the model folder.
-
-    The exit code alone is not trusted (the launcher has been seen to die at exit after a good
-    run): success means the exported folder of the final checkpoint exists, and after a non-zero
-    exit that this launch wrote it (an older export, e.g. of a run whose resume was refused for
-    another config, is not this run's model).
-    """
-
-    from prixlm_model.runtime import service_environment
-
-    train_cfg = settings.train
-    run = run_name(settings, release)
-    env = service_environment(settings, env)
-    if accelerator(train_cfg) == "cpu":
-        env.update({"DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // train_cfg.processes))})
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    placement = ["--hostfile", train_cfg.hostfile] if train_cfg.hostfile else ["--num_gpus", str(train_cfg.processes)]
-    command = [str(Path(sys.executable).parent / "deepspeed"), *placement, "--master_port", str(port),
-               "--module", "prixlm_model.training", "--release", release, "--run", run]
-    if dag_run_id:
-        command += ["--dag-run-id", dag_run_id]
-    folder = settings.paths.stage_dir("models", release) / run
-    if finished_export(folder, settings, release):
-        log.info("%s is this run's finished model (same settings and shards): nothing to train", folder)
-        return folder
-    exported_before = _export_stamp(folder)
-    log.info("launching: %s", " ".join(command))
-    result = subprocess.run(command, env=env, cwd=PROJECT_ROOT)
-    if not (folder / "config.json").is_file():
-        raise RuntimeError(f"training {run} exited with {result.returncode} and exported no model to {folder}")
-    if result.returncode and _export_stamp(folder) == exported_before:
-        raise RuntimeError(f"training {run} exited with {result.returncode} and did not export; {folder} is an older run's model")
-    if result.returncode:
-        log.warning("the launcher exited with %d after exporting %s; the model is complete", result.returncode, folder)
-    return folder
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m prixlm_model.training", description=__doc__.split("\n\n")[0])
     parser.add_argument("--release", required=True, help="the release whose shards to train on")
     parser.add_argument("--max-steps", type=int, help="override train.max_steps")
     parser.add_argument("--single", metavar="LANG", help="Prix-LM (Single): only this language's triples (train.single_language)")
     parser.add_argument("--run", help="run name (default: prixlm-<release>[-single-<lang>]-<hash of the training settings and shards>); the same name resumes")
-    parser.add_argument("--dag-run-id", help="Airflow DAG run id to tag the MLflow run with (default: $AIRFLOW_CTX_DAG_RUN_ID)")
+    parser.add_argument("--dag-run-id", help="the pipeline run whose MLflow parent run this training's run joins")
     parser.add_argument("--no-export", action="store_true", help="do not export the final checkpoint")
     parser.add_argument("--local_rank", type=int, help=argparse.SUPPRESS)  # passed by the deepspeed launcher; LOCAL_RANK wins
     args = parser.parse_args(argv)

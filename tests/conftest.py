@@ -17,7 +17,7 @@ from prixlm_model.config import PROJECT_ROOT, Settings, load_settings  # noqa: E
 @pytest.fixture(scope="session")
 def sample_mirror(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The DBP15K-derived mirror (both layouts, two versions), built once per test session."""
-    from jobs.sample_mirror import build
+    from tools.sample_mirror import build
 
     settings = load_settings().sample.model_copy(update={"mirror_dir": tmp_path_factory.mktemp("mirror") / "mirror"})
     return build(settings)

@@ -1,4 +1,4 @@
-"""acquire against a real HTTP server on loopback that misbehaves on purpose (FAULTS 1–10, 30, 33)."""
+"""acquire against a real HTTP server on loopback that misbehaves on purpose (reliability #1–10, 30, 33)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ import pytest
 
 from jobs.acquire import DownloadError, acquire, last_acquired_release
 from jobs.databus import NotFound, SourceError, newest, resolve_release, version_key
-from jobs.mirror_server import MirrorHandler, MirrorServer
+from tools.mirror_server import MirrorHandler, MirrorServer
 from prixlm_model.config import PROJECT_ROOT, Settings, load_settings
 
 GROUP = "databus/dbpedia/generic"
@@ -158,7 +158,7 @@ def test_dropped_connection_resumes_with_range(tmp_path, mirror_copy, serve):
 
 
 def test_server_ignoring_range_restarts_from_zero(tmp_path, mirror_copy, serve):
-    """FAULTS 1: a 200 answer to a Range request replaces the .part instead of being appended."""
+    """reliability #1: a 200 answer to a Range request replaces the .part instead of being appended."""
     faults = Faults(drop_after={LABELS_FR: 50_000}, ignore_range=True)
     server = serve(mirror_copy, faults)
     settings = http_settings(tmp_path, f"{server.url}/{GROUP}", languages=["fr"], artifacts=["labels"])
@@ -171,7 +171,7 @@ def test_server_ignoring_range_restarts_from_zero(tmp_path, mirror_copy, serve):
 
 
 def test_mismatched_content_range_discards_part(tmp_path, mirror_copy, serve):
-    """FAULTS 2: a 206 from another offset is never appended; the download starts over."""
+    """reliability #2: a 206 from another offset is never appended; the download starts over."""
     faults = Faults(drop_after={LABELS_FR: 1000}, wrong_range=True)
     server = serve(mirror_copy, faults)
     settings = http_settings(tmp_path, f"{server.url}/{GROUP}", languages=["fr"], artifacts=["labels"])
@@ -183,7 +183,7 @@ def test_mismatched_content_range_discards_part(tmp_path, mirror_copy, serve):
 
 
 def test_republished_version_is_downloaded_again_and_both_hashes_recorded(tmp_path, mirror_copy, serve):
-    """FAULTS 4: the same version changes on the server; the new bytes replace the old, history kept."""
+    """reliability #4: the same version changes on the server; the new bytes replace the old, history kept."""
     server = serve(mirror_copy)
     settings = http_settings(tmp_path, f"{server.url}/{GROUP}", languages=["fr"], artifacts=["labels"])
     first = acquire(settings)["files"][0]
@@ -207,7 +207,7 @@ def test_republished_version_is_downloaded_again_and_both_hashes_recorded(tmp_pa
 
 
 def test_newest_version_by_date_not_by_string():
-    """FAULTS 5: mixed formats, shuffled; unparseable versions are ignored."""
+    """reliability #5: mixed formats, shuffled; unparseable versions are ignored."""
     versions = ["2022.12.01", "2016-10", "garbage", "2016.10.01", "2022.12.01-fix", "2016-04", "2023.13.01", "2022.09.01"]
     assert newest(versions) == "2022.12.01-fix"
     assert newest(["2016-10", "2016.04.01", "2016-04"]) == "2016-10"
@@ -230,7 +230,7 @@ def test_latest_resolves_to_newest_published_version(tmp_path, mirror_copy, serv
 
 
 def test_missing_language_fails_naming_url_and_keeps_finished_files(tmp_path, mirror_copy, serve):
-    """FAULTS 6 (classic tree without checksums: the 404 comes from the file itself)."""
+    """reliability #6 (classic tree without checksums: the 404 comes from the file itself)."""
     (mirror_copy / "classic/2016-10/sha256sums.txt").unlink()
     server = serve(mirror_copy)
     settings = http_settings(tmp_path, f"{server.url}/classic", layout="classic", release="2016-10", languages=["fr", "de"], artifacts=["labels"])
@@ -252,7 +252,7 @@ def test_missing_language_in_databus_metadata_names_the_version(tmp_path, mirror
 
 
 def test_transient_errors_are_retried_then_succeed(tmp_path, mirror_copy, serve):
-    """FAULTS 7: 503 with Retry-After twice, then the file."""
+    """reliability #7: 503 with Retry-After twice, then the file."""
     faults = Faults(fail_first={LABELS_FR: 2})
     server = serve(mirror_copy, faults)
     settings = http_settings(tmp_path, f"{server.url}/{GROUP}", languages=["fr"], artifacts=["labels"])
@@ -278,7 +278,7 @@ def test_connection_refused_is_retried_and_named(tmp_path):
 
 
 def test_checksum_mismatch_is_quarantined(tmp_path, mirror_copy, serve):
-    """FAULTS 9: one corrupted byte; expected and actual hash in the error, nothing at the final path."""
+    """reliability #9: one corrupted byte; expected and actual hash in the error, nothing at the final path."""
     server = serve(mirror_copy, Faults(corrupt={LABELS_FR}))
     settings = http_settings(tmp_path, f"{server.url}/{GROUP}", languages=["fr"], artifacts=["labels"])
     expected = published(mirror_copy, "labels", "2016.10.01", LABELS_FR)["sha256sum"]
@@ -292,7 +292,7 @@ def test_checksum_mismatch_is_quarantined(tmp_path, mirror_copy, serve):
 
 
 def test_html_page_under_a_bz2_name(tmp_path, mirror_copy, serve):
-    """FAULTS 8: caught by the checksum (Databus) and, with no checksum published, by the bz2 check."""
+    """reliability #8: caught by the checksum (Databus) and, with no checksum published, by the bz2 check."""
     page = b"<html><body>Service temporarily unavailable</body></html>"
     (mirror_copy / GROUP / "labels/2016.10.01" / LABELS_FR).write_bytes(page)
     meta_path = mirror_copy / GROUP / "labels/2016.10.01/index.jsonld"
@@ -316,7 +316,7 @@ def test_html_page_under_a_bz2_name(tmp_path, mirror_copy, serve):
 
 
 def test_decompression_bomb_is_refused(tmp_path, mirror_copy, serve):
-    """FAULTS 33: a bz2 that expands far beyond acquire.max_expansion."""
+    """reliability #33: a bz2 that expands far beyond acquire.max_expansion."""
     classic = mirror_copy / "classic/2016-10"
     (classic / "sha256sums.txt").unlink()
     (classic / "core-i18n/fr/labels_fr.ttl.bz2").write_bytes(bz2.compress(b"\0" * (64 << 20)))
@@ -327,7 +327,7 @@ def test_decompression_bomb_is_refused(tmp_path, mirror_copy, serve):
 
 
 def test_checksummed_decompression_bomb_is_quarantined(tmp_path, mirror_copy, serve):
-    """FAULTS 33 with a published sha256 (the Databus always publishes one): the hash matches, the expansion is still bounded."""
+    """reliability #33 with a published sha256 (the Databus always publishes one): the hash matches, the expansion is still bounded."""
     bomb = bz2.compress(b"\0" * (64 << 20))
     target = mirror_copy / GROUP / "labels/2016.10.01" / LABELS_FR
     target.write_bytes(bomb)
@@ -354,7 +354,7 @@ def test_file_larger_than_the_limit_is_refused(tmp_path, mirror_copy, serve):
 
 
 def test_path_traversal_in_metadata_is_refused(tmp_path, mirror_copy, serve):
-    """FAULTS 30: a Part whose file name climbs out of the data root."""
+    """reliability #30: a Part whose file name climbs out of the data root."""
     meta_path = mirror_copy / GROUP / "labels/2016.10.01/index.jsonld"
     meta = json.loads(meta_path.read_text())
     for node in meta["@graph"]:
@@ -376,7 +376,7 @@ def test_bad_settings_fail_at_load_naming_the_setting(bad):
 
 
 def test_two_runs_on_one_target_never_interleave(tmp_path, mirror_copy, serve):
-    """FAULTS 10: two acquire processes at once; each file is fetched once and both runs succeed."""
+    """reliability #10: two acquire processes at once; each file is fetched once and both runs succeed."""
     faults = Faults(slow_s=0.01)
     server = serve(mirror_copy, faults)
     env = {**os.environ, "PRIXLM_PATHS__DATA_ROOT": str(tmp_path / "var"), "PRIXLM_ACQUIRE__SOURCE": "mirror",
@@ -403,7 +403,7 @@ def test_last_acquired_release_reads_complete_manifests(tmp_path, mirror_copy, s
 
 
 def test_unreachable_mlflow_fails_before_any_download(tmp_path, mirror_copy, serve):
-    """FAULTS 27: the tracking server is down (a closed loopback port): the task stops at once, naming it, and writes nothing."""
+    """reliability #27: the tracking server is down (a closed loopback port): the task stops at once, naming it, and writes nothing."""
     from jobs.acquire import run
     from prixlm_model.tracking import TrackingUnavailable
 

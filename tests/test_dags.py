@@ -8,10 +8,11 @@ import subprocess
 import pytest
 
 from jobs.acquire import acquire
-from jobs.mirror_server import MirrorServer
-from jobs.sample_mirror import build
-from prixlm_model.config import PROJECT_ROOT, load_settings, param_schemas
-from prixlm_model.runtime import service_environment
+from tools.mirror_server import MirrorServer
+from tools.sample_mirror import build
+from jobs.params import param_schemas
+from prixlm_model.config import PROJECT_ROOT, load_settings, read_settings, settings_digest
+from jobs.runtime import service_environment
 
 pytestmark = pytest.mark.slow
 GROUP = "databus/dbpedia/generic"
@@ -125,6 +126,13 @@ def test_whole_pipeline_under_dags_test(airflow):
     train_runs = {run.data.tags["prixlm.stage"].rsplit("-", 1)[0]: run for run in children if run.data.tags["prixlm.stage"].startswith("train/")}
     assert set(train_runs) == {"train/prixlm-2016.04.01", "train/prixlm-2016.04.01-single-fr", "train/prixlm-2016.04.01-single-en"}
     assert len(client.get_metric_history(train_runs["train/prixlm-2016.04.01"].info.run_id, "loss")) == 2
+    # One settings file for the DAG run, with its Params; the Spark jobs and the training process resolved exactly it.
+    (settings_file,) = (root / "dag_runs").glob("*/settings.json")
+    resolved = read_settings(settings_file)
+    assert resolved.acquire.release == "2016.04.01" and resolved.train.max_steps == 2
+    readers = [run for run in children if run.data.tags["prixlm.stage"] in ("parse", "sequences", "split", "shards")]
+    readers.append(train_runs["train/prixlm-2016.04.01"])
+    assert [run.data.tags["prixlm.settings_digest"] for run in readers] == [settings_digest(resolved)] * 5
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     pipeline = client.get_run(parent)
     assert pipeline.data.tags["prixlm.release"] == "2016.04.01" and pipeline.data.tags["airflow.dag_id"] == "prix_lm_full"
@@ -173,14 +181,14 @@ def test_whole_pipeline_under_dags_test(airflow):
 
 
 def test_bad_params_are_rejected_naming_the_field(airflow):
-    """FAULTS 29: an unknown language in the Params is refused at trigger time, naming the field."""
+    """reliability #29: an unknown language in the Params is refused at trigger time, naming the field."""
     result = airflow("dags", "test", "prix_lm_full", "-c", json.dumps({"languages": ["xx"]}), check=False)
     output = result.stdout + result.stderr
     assert result.returncode != 0 and "languages" in output and "'xx' is not one of" in output
 
 
 def test_refresh_starts_the_pipeline_only_for_a_new_release(airflow, mirror_server):
-    """FAULTS 28 (no news): nothing newer than the last acquired release starts nothing."""
+    """reliability #28 (no news): nothing newer than the last acquired release starts nothing."""
     settings = airflow.settings
     acquire(settings.model_copy(update={"acquire": settings.acquire.model_copy(update={"release": "2016.04.01"})}))
     before = pipeline_runs(airflow)
@@ -196,7 +204,7 @@ def test_refresh_starts_the_pipeline_only_for_a_new_release(airflow, mirror_serv
 
 
 def test_refresh_with_the_source_unreachable_starts_nothing(airflow):
-    """FAULTS 28 (no network): an unreachable source starts nothing and says why."""
+    """reliability #28 (no network): an unreachable source starts nothing and says why."""
     before = pipeline_runs(airflow)
     airflow.env["PRIXLM_ACQUIRE__MIRROR_URL"] = "http://127.0.0.1:9/dbpedia/generic"
     airflow.env["PRIXLM_ACQUIRE__RETRIES"] = "1"

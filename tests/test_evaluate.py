@@ -38,7 +38,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.mark.slow
 def test_report_has_every_model_and_language_and_reaches_mlflow(setup) -> None:
-    """FAULTS 34 (re-run): evaluating again replaces the report and reuses the stage's MLflow run, no duplicate."""
+    """reliability #34 (re-run): evaluating again replaces the report and reuses the stage's MLflow run, no duplicate."""
     from mlflow.tracking import MlflowClient
 
     settings, models = setup

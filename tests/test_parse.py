@@ -1,4 +1,4 @@
-"""jobs.parse on real DBpedia data and hand-made faults (FAULTS 11-19), against rdflib's parser.
+"""jobs.parse on real DBpedia data and hand-made faults (reliability #11-19), against rdflib's parser.
 
 One Spark session (local[2]) for the module; the main parse runs once over a raw release holding
 the ConceptNet5 DBpedia quads, the extraction framework's French quads, three files of the
@@ -41,7 +41,7 @@ def good(i: int) -> bytes:
     return f"<{R}Ligne_{i}> <{P}suivant> <{R}Ligne_{i + 1}> .".encode()
 
 
-# (line, reason): None for a valid line. Each fault sits between valid lines (FAULTS 11-14, 17).
+# (line, reason): None for a valid line. Each fault sits between valid lines (reliability #11-14, 17).
 MALFORMED: list[tuple[bytes, str | None]] = [
     (b"# started 2016-10-01T00:00:00Z", None),
     (good(1), None),
@@ -285,7 +285,7 @@ def test_duplicates_normalisation_and_names(spark, parsed):
     assert facts.where(facts.s_iri == R + "Louvre").count() == 1
     en = facts.where((facts.lang == "en") & (facts.s_iri == "http://dbpedia.org/resource/Paris")).collect()
     assert [(r.o_iri, r.p) for r in en] == [("http://dbpedia.org/resource/France", "country")]
-    # Two IRIs with the same surface name stay two entities (FAULTS 18).
+    # Two IRIs with the same surface name stay two entities (reliability #18).
     paris = facts.where((facts.s == "Paris") & (facts.lang == "fr")).select("s_iri").distinct().collect()
     assert {r.s_iri for r in paris} == {R + "Paris", R + "Paris_(prénom)"}
     # A dbo: property in English gets the ontology's English label.
@@ -361,7 +361,7 @@ def test_truncated_bz2_fails_naming_the_file(spark, workspace, sample_mirror):
 
 
 def test_decompression_bomb_is_refused_naming_the_file(spark, workspace):
-    """FAULTS 33 in parse: a bz2 already on disk (checksummed or not) never expands past acquire.max_expansion."""
+    """reliability #33 in parse: a bz2 already on disk (checksummed or not) never expands past acquire.max_expansion."""
     root, _, settings = workspace
     raw = root / "raw" / "bomb" / "fr"
     raw.mkdir(parents=True)

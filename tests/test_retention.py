@@ -1,4 +1,4 @@
-"""Retention of older releases (FAULTS 34): the newest N kept by date, the current one always, nothing half deleted."""
+"""Retention of older releases (reliability #34): the newest N kept by date, the current one always, nothing half deleted."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from prixlm_model.config import load_settings
 
 
 def test_prune_keeps_the_newest_releases_by_date_and_the_current_one(tmp_path: Path) -> None:
-    """FAULTS 34 (retention): older releases pruned as configured, by date, never half deleted."""
+    """reliability #34 (retention): older releases pruned as configured, by date, never half deleted."""
     settings = load_settings({"paths": {"data_root": str(tmp_path / "var"), "keep_releases": 2}})
     root = settings.paths.data_root
     # string order would keep 2016.04.01 over 2016-10 and drop the "-fix" re-release

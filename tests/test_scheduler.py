@@ -1,6 +1,6 @@
-"""prix_lm_full under the real scheduler, driven as a user drives it (FAULTS 25, 26, 28, 31, 34).
+"""prix_lm_full under the real scheduler, driven as a user drives it (reliability #25, 26, 28, 31, 34).
 
-``airflow standalone`` and ``mlflow server`` start on loopback through ``jobs.ui.Services`` (what
+``airflow standalone`` and ``mlflow server`` start on loopback through ``tools.ui.Services`` (what
 ``make ui`` runs), with the small real-data mirror and the tiny model. Then, in order:
 
 1. ``dbpedia_refresh`` finds a release newer than anything acquired and starts one full run (A).
@@ -30,9 +30,9 @@ import urllib.request
 
 import pytest
 
-from jobs.mirror_server import MirrorServer
-from jobs.sample_mirror import build
-from jobs.ui import Services
+from tools.mirror_server import MirrorServer
+from tools.sample_mirror import build
+from tools.ui import Services
 from prixlm_model.config import PROJECT_ROOT, load_settings
 from tests.test_dags import GROUP, PIPELINE_BUDGET
 
@@ -119,7 +119,7 @@ def browser():
 
 
 def test_refresh_starts_one_full_run_for_a_new_release(stack) -> None:
-    """FAULTS 28, the other half: a newer release under the running scheduler starts exactly one run."""
+    """reliability #28, the other half: a newer release under the running scheduler starts exactly one run."""
     api = stack["api"]
     triggered = api.call("POST", "/api/v2/dags/dbpedia_refresh/dagRuns", {"logical_date": None})
     assert api.wait("dbpedia_refresh", triggered["dag_run_id"], 300)["state"] == "success"
@@ -128,7 +128,7 @@ def test_refresh_starts_one_full_run_for_a_new_release(stack) -> None:
 
 
 def test_form_trigger_waits_for_the_running_release(stack, browser) -> None:
-    """FAULTS 26: a second run of the release, triggered from the form while the first runs, waits its turn."""
+    """reliability #26: a second run of the release, triggered from the form while the first runs, waits its turn."""
     api, page = stack["api"], browser
     page.goto(f"{stack['services'].airflow_url}/dags/prix_lm_full")
     page.wait_for_url("**/auth/login**", timeout=60_000)
@@ -179,7 +179,7 @@ def training_process(run_prefix: str) -> int | None:
 
 
 def test_killed_training_is_retried_and_resumes(stack) -> None:
-    """FAULTS 25: SIGKILL the training under the scheduler; the retry resumes, one MLflow child run, the model of an uninterrupted run."""
+    """reliability #25: SIGKILL the training under the scheduler; the retry resumes, one MLflow child run, the model of an uninterrupted run."""
     api, root, b = stack["api"], stack["root"], stack["b"]
     runs = root / "runs"
     deadline = time.monotonic() + 900
@@ -278,7 +278,7 @@ def test_mlflow_ui_shows_the_run_its_children_a_metric_and_a_plot(stack, browser
 
 
 def test_no_secret_in_logs_or_mlflow(stack) -> None:
-    """FAULTS 31: the generated password and the JWT signing secret are in their 0600 files and nowhere else."""
+    """reliability #31: the generated password and the JWT signing secret are in their 0600 files and nowhere else."""
     services, root = stack["services"], stack["root"]
     secret_file = root / "airflow" / "jwt_secret"
     for path in (services.password_file, secret_file):

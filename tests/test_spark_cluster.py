@@ -16,7 +16,7 @@ import pytest
 
 import pyspark
 from prixlm_model.config import PROJECT_ROOT, load_settings
-from prixlm_model.runtime import code_archive, service_environment
+from jobs.runtime import code_archive, service_environment
 
 pytestmark = pytest.mark.slow
 RELEASE = "2016.10.01"
@@ -81,8 +81,7 @@ def test_parse_runs_on_a_standalone_cluster(tmp_path, sample_mirror, standalone_
         target = settings.paths.stage_dir("raw", RELEASE) / lang / f"infobox-properties_lang={lang}.ttl"
         target.parent.mkdir(parents=True)
         target.write_text("\n".join(lines[:2001] + lines[-1:]) + "\n")
-    env = service_environment(settings)
-    env["PRIXLM_PATHS__DATA_ROOT"] = str(data_root)
+    env = service_environment(settings, carry=data_root / "settings.json")
     command = ["spark-submit", "--master", standalone_cluster, "--py-files", str(code_archive(settings)),
                "--conf", "spark.executor.memory=1g", "--conf", "spark.driver.host=127.0.0.1", "--conf", "spark.ui.enabled=false",
                str(PROJECT_ROOT / "jobs/parse.py"), "--release", RELEASE]

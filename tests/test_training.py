@@ -1,4 +1,4 @@
-"""Shards, DeepSpeed training, resume and export on the tiny base (FAULTS 20-24, 32).
+"""Shards, DeepSpeed training, resume and export on the tiny base (reliability #20-24, 32).
 
 The training runs are real processes: one alone, two under the ``deepspeed`` launcher, one
 killed with SIGKILL in the middle of a checkpoint save. They share one set of shards and one
@@ -25,9 +25,9 @@ import torch
 from safetensors.torch import load_file
 
 from prixlm_model.base_model import ensure_base_model
-from prixlm_model.config import PROJECT_ROOT, Settings, load_settings
+from prixlm_model.config import PROJECT_ROOT, Settings, load_settings, read_settings, settings_digest
 from prixlm_model.data import ShardLoader, read_manifest, shard_folder, write_shards
-from prixlm_model.runtime import service_environment
+from jobs.runtime import service_environment
 from prixlm_model.tokenization import encode_links, encode_triples, load_tokenizer
 from prixlm_model.training import LATEST, MARKER, WEIGHTS, ResumeRefused, Trainer, safe_checkpoint_engine
 
@@ -52,8 +52,8 @@ def make_settings(data_root: Path, **train: Any) -> Settings:
 
 def environment(settings: Settings) -> dict[str, str]:
     """The subprocess environment that loads exactly ``settings``."""
-    env = service_environment(settings)
-    env.update({"DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1", "PRIXLM_PATHS__DATA_ROOT": str(settings.paths.data_root)})
+    env = service_environment(settings, carry=settings.paths.data_root / "settings.json")
+    env.update({"DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1"})
     return env
 
 
@@ -179,7 +179,7 @@ def test_two_processes_give_the_loss_of_one(data_root: Path, reference: Path) ->
 
 @pytest.mark.slow
 def test_sigkill_during_a_save_then_resume_matches_an_uninterrupted_run(data_root: Path, reference: Path, reference_dropout: Path) -> None:
-    """FAULTS 20/21 with dropout on: the resumed run draws the masks the uninterrupted one drew."""
+    """reliability #20/21 with dropout on: the resumed run draws the masks the uninterrupted one drew."""
     settings = make_settings(data_root, dropout=0.1)
     run_dir = data_root / "runs" / "killed"
     process = subprocess.Popen(train_command("killed"), env=environment(settings), cwd=PROJECT_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -260,7 +260,7 @@ def test_missing_gpus_are_a_clear_error_naming_the_setting(tmp_path: Path) -> No
 
 
 def test_checkpoint_files_are_never_unpickled(tmp_path: Path) -> None:
-    """FAULTS 32: a pickle with a side effect in a checkpoint is refused, its side effect never runs."""
+    """reliability #32: a pickle with a side effect in a checkpoint is refused, its side effect never runs."""
     class SideEffect:
         def __reduce__(self):
             return (Path.touch, (tmp_path / "pwned",))
@@ -294,7 +294,8 @@ def test_exported_folder_loads_offline(data_root: Path, reference: Path) -> None
 def test_launch_refuses_an_older_export_when_the_resume_is_refused(data_root: Path, reference: Path) -> None:
     """A run whose resume is refused (a checkpoint of another config under its name) exits 1; its older export must not pass as the new model."""
     from prixlm_model.export import export_checkpoint
-    from prixlm_model.training import launch, run_name
+    from jobs.pretrain import run as launch
+    from prixlm_model.training import run_name
 
     settings = make_settings(data_root, lr=1e-3)
     run = run_name(settings, RELEASE)
@@ -306,15 +307,23 @@ def test_launch_refuses_an_older_export_when_the_resume_is_refused(data_root: Pa
 
 @pytest.mark.slow
 def test_a_launch_with_other_training_settings_trains_its_own_model(data_root: Path, reference: Path) -> None:
-    """A new DAG run of a release with a changed training Param: a second model beside the first, each named by its run."""
-    from prixlm_model.training import launch, run_name
+    """A new DAG run of a release with a changed training Param: a second model beside the first, each named by its run.
+
+    Also: the training child resolves exactly the launcher's settings (one settings file, not the environment).
+    """""
+    from jobs.pretrain import run as launch
+    from prixlm_model.training import run_name
 
     first = make_settings(data_root)
     shutil.copytree(reference, data_root / "runs" / run_name(first, RELEASE))  # the earlier run, complete
     older = launch(first, RELEASE, dag_run_id="manual__first")
     older_weights = load_file(older / "model.safetensors")
-    newer = launch(make_settings(data_root, max_steps=STEPS - 2), RELEASE, dag_run_id="manual__second")
+    second = make_settings(data_root, max_steps=STEPS - 2)
+    # The training processes get the launcher's settings file, not the environment (which here says otherwise).
+    newer = launch(second, RELEASE, dag_run_id="manual__second", env={**os.environ, "PRIXLM_TRAIN__MAX_STEPS": "1", "PRIXLM_TRAIN__LR": "0.5"})
     assert older != newer and older.parent == newer.parent
-    assert json.loads((newer / "training.json").read_text())["step"] == STEPS - 2
+    marker = json.loads((newer / "training.json").read_text())
+    assert marker["step"] == STEPS - 2 and marker["settings_digest"] == settings_digest(second)
+    assert read_settings(data_root / "runs" / newer.name / "settings.json") == second
     assert "manual__second" in (newer / "README.md").read_text() and newer.name in (newer / "README.md").read_text()
     assert all(torch.equal(t, load_file(older / "model.safetensors")[k]) for k, t in older_weights.items())  # untouched

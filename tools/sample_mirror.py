@@ -22,12 +22,12 @@ import hashlib
 import json
 import logging
 import lzma
-import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote
 
+from prixlm_model.atomic import publish_folder
 from prixlm_model.config import SampleSettings, load_settings
 
 log = logging.getLogger(__name__)
@@ -166,12 +166,7 @@ def build(settings: SampleSettings) -> Path:
         versions = [{"@id": f"{version}/"} for version in reversed(settings.versions)]
         document = {"@id": artifact, "@type": "Artifact", "databus:hasVersion": versions}
         (staging / GROUP_PATH / artifact / "index.jsonld").write_text(json.dumps(document, indent=1))
-    if target.exists():
-        retired = target.with_name(f".{target.name}.old")
-        shutil.rmtree(retired, ignore_errors=True)
-        target.rename(retired)
-        shutil.rmtree(retired)
-    staging.rename(target)
+    publish_folder(staging, target)
     log.info("sample mirror written to %s (versions %s)", target, ", ".join(settings.versions))
     return target
 

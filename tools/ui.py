@@ -4,7 +4,7 @@ Airflow runs as ``airflow standalone`` (scheduler, API server, DAG processor, tr
 SQLite; MLflow as ``mlflow server`` on the same tracking store the pipeline writes. Both bind to
 127.0.0.1 only. The admin password is generated here, before Airflow starts, into a file of mode
 0600 under the data root: left to Airflow, its API server prints a password it generates into
-its log (FAULTS 31), so the password is never printed, only the file's path.
+its log (reliability #31), so the password is never printed, only the file's path.
 
 Airflow's components (scheduler, API server, the task runners) sign and check the task-execution
 API's tokens with one shared secret. Left unset, each process invents its own and every task
@@ -29,7 +29,7 @@ import urllib.request
 from pathlib import Path
 
 from prixlm_model.config import PROJECT_ROOT, load_settings
-from prixlm_model.runtime import service_environment
+from jobs.runtime import service_environment
 
 log = logging.getLogger("ui")
 ADMIN = "admin"  # airflow.cfg: simple_auth_manager_users = admin:admin
@@ -100,7 +100,7 @@ class Services:
     """``airflow standalone`` and ``mlflow server`` on loopback, started together and stopped together.
 
     Tasks log to MLflow through the server (``mlflow.tracking_uri`` is its URL), so a reviewer and
-    the pipeline see one store, and a stopped server is noticed by the tasks (FAULTS 27).
+    the pipeline see one store, and a stopped server is noticed by the tasks (reliability #27).
     ``make ui`` uses this; so do the tests that run the pipeline under the real scheduler.
     """
 
@@ -111,7 +111,7 @@ class Services:
         self.mlflow_port = mlflow_port
         self.env = airflow_environment(settings, airflow_port)
         self.env.update({"PRIXLM_MLFLOW__TRACKING_URI": self.mlflow_url, "MLFLOW_TRACKING_URI": self.mlflow_url, **(extra_env or {})})
-        self.logs = settings.paths.data_root / "reports"
+        self.logs = settings.paths.stage_root("reports")
         self.processes: dict[str, subprocess.Popen] = {}
 
     @property
@@ -119,7 +119,7 @@ class Services:
         return Path(self.env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"])
 
     def start_mlflow(self) -> None:
-        artifacts = self.settings.paths.data_root / "mlflow" / "artifacts"
+        artifacts = self.settings.paths.mlflow_root / "artifacts"
         artifacts.mkdir(parents=True, exist_ok=True)
         command = ["mlflow", "server", "--backend-store-uri", self.settings.mlflow.resolved_uri(), "--artifacts-destination", str(artifacts),
                    "--host", "127.0.0.1", "--port", str(self.mlflow_port), "--workers", "1"]

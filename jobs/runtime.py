@@ -1,8 +1,12 @@
-"""The environment the services run in (Airflow, Spark, MLflow, DeepSpeed), derived from the config.
+"""The environment the services run in (Airflow, Spark, MLflow, DeepSpeed), and how Spark jobs are submitted.
 
 Why: the Makefile, the tests and a user's shell must start Airflow and friends identically, with
-every state folder under the data root. ``python -m prixlm_model.runtime CMD …`` runs CMD in that
-environment; ``python -m prixlm_model.runtime --print`` prints it as shell exports.
+every state folder under the data root. ``python -m jobs.runtime CMD …`` runs CMD in that
+environment; ``python -m jobs.runtime --print`` prints it as shell exports.
+
+The environment carries where things are, not the settings themselves: a DAG run resolves its
+settings when it starts (``jobs.params.configure``) and hands its processes that one file, so the
+services never hold a stale copy of ``prixlm.toml``.
 """
 
 from __future__ import annotations
@@ -13,16 +17,21 @@ import shlex
 import sys
 from pathlib import Path
 
-from prixlm_model.config import PROJECT_ROOT, Settings, load_settings
+from prixlm_model.atomic import replacing
+from prixlm_model.config import PROJECT_ROOT, SETTINGS_FILE_VARIABLE, Settings, load_settings, write_settings
 
 
-def service_environment(settings: Settings, base: dict[str, str] | None = None) -> dict[str, str]:
-    """``base`` (default: this process's environment) plus the project's service variables."""
+def service_environment(settings: Settings, base: dict[str, str] | None = None, carry: Path | None = None) -> dict[str, str]:
+    """``base`` (default: this process's environment) plus the project's service variables.
+
+    With ``carry``, ``settings`` are written there as a snapshot that the child process loads as
+    its settings (``PRIXLM_SETTINGS_FILE``): how a launcher hands its exact settings to a child.
+    """
     env = dict(os.environ if base is None else base)
     root = settings.paths.data_root
     airflow_home = root / "airflow"
     venv_bin = Path(sys.executable).parent
-    for folder in (airflow_home, root / "tmp"):
+    for folder in (airflow_home, settings.paths.scratch):
         folder.mkdir(parents=True, exist_ok=True)
     env.update(
         {
@@ -36,7 +45,7 @@ def service_environment(settings: Settings, base: dict[str, str] | None = None) 
             "AIRFLOW_CONN_SPARK_DEFAULT": json.dumps({"conn_type": "spark", "host": settings.spark.master}),
             "PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH", "")])),
             "PATH": os.pathsep.join([str(venv_bin), env.get("PATH", "")]),  # spark-submit, deepspeed, airflow
-            "TMPDIR": str(root / "tmp"),  # MLflow and Spark write lock and scratch files here
+            "TMPDIR": str(settings.paths.scratch),  # MLflow and Spark write lock and scratch files here
             "TORCH_EXTENSIONS_DIR": str(settings.paths.cache_dir / "torch_extensions"),
             "MLFLOW_TRACKING_URI": settings.mlflow.resolved_uri(),
             "SPARK_LOCAL_IP": "127.0.0.1",
@@ -48,23 +57,8 @@ def service_environment(settings: Settings, base: dict[str, str] | None = None) 
     )
     if settings.model.hub_offline:
         env.update({"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
-    env.update(settings_environment(settings))
-    return env
-
-
-def settings_environment(settings: Settings) -> dict[str, str]:
-    """``PRIXLM_<SECTION>__<FIELD>`` for every resolved setting, so a child process loads the same ones.
-
-    Why: a task resolves its settings from the file, the environment and the DAG's Params; the
-    processes it starts (the deepspeed launcher, spark-submit) only see the environment.
-    """
-    env = {}
-    for section, values in settings.model_dump(mode="json").items():
-        for field, value in values.items():
-            if value is None:
-                continue  # the declared default of every optional setting is None
-            text = json.dumps(value) if isinstance(value, (list, dict)) else str(value).lower() if isinstance(value, bool) else str(value)
-            env[f"PRIXLM_{section.upper()}__{field.upper()}"] = text
+    if carry is not None:
+        env[SETTINGS_FILE_VARIABLE] = str(write_settings(settings, carry))
     return env
 
 
@@ -92,33 +86,30 @@ def code_archive(settings: Settings) -> Path:
     """
     import zipfile
 
-    target = settings.paths.cache_dir / "pyfiles" / "prixlm.zip"
+    target = settings.paths.code_archive
     sources = [p for package in CODE_PACKAGES for p in sorted((PROJECT_ROOT / package).rglob("*")) if p.is_file() and "__pycache__" not in p.parts]
     if target.exists() and all(p.stat().st_mtime <= target.stat().st_mtime for p in sources):
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    with zipfile.ZipFile(temporary, "w", zipfile.ZIP_DEFLATED) as archive:
+    with replacing(target) as scratch, zipfile.ZipFile(scratch, "w", zipfile.ZIP_DEFLATED) as archive:
         for path in sources:
             archive.write(path, path.relative_to(PROJECT_ROOT).as_posix())
-    os.replace(temporary, target)
     return target
 
 
-def spark_job_kwargs(settings: Settings, job: str, release: str, dag_run_id: str) -> dict:
+def spark_job_kwargs(settings: Settings, job: str, release: str, dag_run_id: str, settings_file: str) -> dict:
     """Arguments of a ``SparkSubmitOperator`` that runs ``jobs/<job>.py`` through ``spark_default``.
 
-    ``release`` and ``dag_run_id`` may be Jinja templates; the master comes from the connection.
+    ``release``, ``dag_run_id`` and ``settings_file`` (the DAG run's resolved settings) may be
+    Jinja templates; the master comes from the connection.
     """
     return {
         "application": str(PROJECT_ROOT / "jobs" / f"{job}.py"),
         "conn_id": "spark_default",
         "name": f"prixlm-{job}",
-        "py_files": str(settings.paths.cache_dir / "pyfiles" / "prixlm.zip"),
+        "py_files": str(settings.paths.code_archive),
         "application_args": ["--release", release, "--dag-run-id", dag_run_id],
         "driver_memory": settings.spark.driver_memory,
-        # The one Param a Spark job depends on; the others reach it through the environment.
-        "env_vars": {"PRIXLM_MODEL__BASE": "{{ params.base_model }}"},
+        "env_vars": {SETTINGS_FILE_VARIABLE: settings_file},  # the job reads exactly the run's settings
         "conf": {
             "spark.driver.host": "127.0.0.1",
             "spark.driver.bindAddress": "127.0.0.1",

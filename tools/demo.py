@@ -13,10 +13,10 @@ import subprocess
 import sys
 import time
 
-from jobs.mirror_server import MirrorServer
-from jobs.sample_mirror import build
+from tools.mirror_server import MirrorServer
+from tools.sample_mirror import build
 from prixlm_model.config import PROJECT_ROOT, load_settings
-from prixlm_model.runtime import service_environment
+from jobs.runtime import service_environment
 
 log = logging.getLogger("demo")
 
@@ -38,7 +38,7 @@ def main() -> None:
     if not (mirror / "databus").is_dir():
         log.info("building the sample DBpedia mirror from %s", settings.sample.dbp15k_dir)
         build(settings.sample)
-    reports = settings.paths.data_root / "reports"
+    reports = settings.paths.stage_root("reports")
     reports.mkdir(parents=True, exist_ok=True)
     log_path = reports / f"demo-{time.strftime('%Y%m%d-%H%M%S')}.log"
     with MirrorServer(mirror) as server:
@@ -56,7 +56,7 @@ def main() -> None:
 
 def summarise(settings, seconds: float) -> None:
     """Say what the run produced, stage by stage, from the stages' own statistics files."""
-    raw = settings.paths.data_root / "raw"
+    raw = settings.paths.stage_root("raw")
     manifests = sorted(raw.glob("*/manifest.json"), key=lambda p: p.stat().st_mtime)
     if not manifests:
         sys.exit("the DAG ran but no manifest was written")
