@@ -27,18 +27,17 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import lzma
 import os
 import platform
 import sys
 import time
 from collections import defaultdict
-from urllib.parse import unquote
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
 
+from prixlm_model.dbp15k import local_name, read_chapter
 from prixlm_model.base_model import ensure_base_model
 from prixlm_model.config import load_settings
 from prixlm_model.decoding import Ranked, StepTimes, algorithm1_reference, constrained_beam_search, load_decoder
@@ -50,18 +49,9 @@ SPEEDUP_TARGET, MEMORY_TARGET = 20.0, 0.1
 
 def dbp15k(settings, side: int) -> tuple[dict[int, str], dict[int, str], list[tuple[int, int, int]]]:
     """Entity names, relation names and facts of one DBP15K side (1: fr, 2: en)."""
-
-    def read(name: str) -> list[list[str]]:
-        with lzma.open(settings.sample.dbp15k_dir / f"{name}_{side}.xz", "rt", encoding="utf-8") as lines:
-            return [line.rstrip("\n").split("\t") for line in lines]
-
-    def local_name(iri: str) -> str:
-        return unquote(iri.rsplit("/", 1)[1]).replace("_", " ")
-
-    entities = {int(i): local_name(iri) for i, iri in read("ent_ids")}
-    relations = {int(i): local_name(iri) for i, iri in read("rel_ids")}
-    facts = [(int(s), int(p), int(o)) for s, p, o in read("triples")]
-    return entities, relations, facts
+    chapter = read_chapter(settings.sample.dbp15k_dir, side)
+    entities = {i: local_name(iri) for i, iri in chapter.entities.items()}
+    return entities, {i: local_name(iri) for i, iri in chapter.relations.items()}, chapter.triples
 
 
 def top10(ranked: Ranked) -> list[int]:

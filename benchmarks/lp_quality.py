@@ -24,19 +24,18 @@ import argparse
 import hashlib
 import json
 import logging
-import lzma
 import os
 import platform
 import shutil
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from jobs.evaluate import ALL, SINGLE, markdown, run as evaluate
 from jobs.stage import StageInputError, is_complete, resolve_release
+from prixlm_model.dbp15k import local_name, read_chapter
 from prixlm_model.config import Settings, load_settings
 
 GOAL = 1.0  # All >= RotatE and All >= Single on Hits@1
@@ -91,20 +90,13 @@ def dbp15k_split(settings: Settings, release: str, triples_per_lang: int, valid_
 
     from jobs.stage import atomic_output, write_stats
 
-    def read(name: str, side: int) -> list[list[str]]:
-        with lzma.open(settings.sample.dbp15k_dir / f"{name}_{side}.xz", "rt", encoding="utf-8") as lines:
-            return [line.rstrip("\n").split("\t") for line in lines]
-
-    def local_name(iri: str) -> str:
-        return unquote(iri.rsplit("/", 1)[1]).replace("_", " ")
-
     test_share, seed = settings.prepare.test_share, settings.prepare.seed
     with atomic_output(settings.paths.stage_dir("split", release)) as staging:
         table_one = []
         for lang, side in LANGS.items():
-            entities = dict(read("ent_ids", side))
-            relations = dict(read("rel_ids", side))
-            facts = [(entities[s], relations[p], entities[o]) for s, p, o in read("triples", side)[:triples_per_lang]]
+            chapter = read_chapter(settings.sample.dbp15k_dir, side)
+            entities, relations = chapter.entities, chapter.relations
+            facts = [(entities[s], relations[p], entities[o]) for s, p, o in chapter.triples[:triples_per_lang]]
             chosen = {fact: coin(seed, release, *fact) for fact in facts}
             parts = {fact: "test" if c < test_share else "valid" if c < test_share + valid_share else "train" for fact, c in chosen.items()}
             train_pairs = {(s, o) for (s, _, o), part in parts.items() if part == "train"}

@@ -28,6 +28,7 @@ import torch
 
 from benchmarks.decode import dbp15k
 from prixlm_model.config import load_settings
+from prixlm_model.dbp15k import read_links
 
 CHECK_QUERIES = 200  # queries the naive loop must answer identically
 
@@ -76,7 +77,6 @@ def retrieval_speed(queries: int, keys: int, hidden: int, sim, device: torch.dev
 
 def quality(settings, models: dict, link_count: int) -> list[dict]:
     """XEL (DBP15K FR->EN, every English entity a candidate) and BLI rows of each model after Mirror-BERT."""
-    import lzma
 
     from jobs.similarity import bli_rows
     from prixlm_model.mirror import Embedder, load_encoder, mirror_tune, read_words
@@ -85,8 +85,7 @@ def quality(settings, models: dict, link_count: int) -> list[dict]:
     sim = settings.similarity
     fr, _, _ = dbp15k(settings, 1)
     en, _, _ = dbp15k(settings, 2)
-    with lzma.open(settings.sample.dbp15k_dir / "ref_ent_ids.xz", "rt") as lines:
-        links = [tuple(map(int, line.split("\t"))) for line in lines][:link_count]
+    links = read_links(settings.sample.dbp15k_dir, ("ref",))[:link_count]
     queries = [(str(f), fr[f], str(e), en[e]) for f, e in links]
     entities = [(str(e), name) for e, name in en.items()]
     rows = []

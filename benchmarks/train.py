@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import lzma
 import os
 import resource
 import subprocess
@@ -31,16 +30,12 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote
 
+from prixlm_model.dbp15k import local_name, read_chapter
 from prixlm_model.config import PROJECT_ROOT, Settings, load_settings
 
 SAMPLE_RELEASE = "benchmark-sample"
 MAX_TOKENS = 30  # the paper drops sequences of 30 tokens or more
-
-
-def local_name(iri: str) -> str:
-    return unquote(iri.rsplit("/", 1)[-1]).replace("_", " ")
 
 
 def sample_shards(settings: Settings, limit: int) -> Path:
@@ -55,11 +50,9 @@ def sample_shards(settings: Settings, limit: int) -> Path:
     source = settings.sample.dbp15k_dir
     tokenizer = load_tokenizer(ensure_base_model(settings))
     rows = []
-    for side, lang in ((1, "fr"), (2, "en")):
-        read = lambda name: lzma.open(source / f"{name}_{side}.xz", "rt", encoding="utf-8").read().splitlines()  # noqa: E731
-        entities = dict(line.split("\t", 1) for line in read("ent_ids"))
-        relations = dict(line.split("\t", 1) for line in read("rel_ids"))
-        triples = [line.split("\t") for line in read("triples")][: limit // 2]
+    for side in (1, 2):
+        chapter = read_chapter(source, side)
+        lang, entities, relations, triples = chapter.lang, chapter.entities, chapter.relations, chapter.triples[: limit // 2]
         encoded = encode_triples(
             tokenizer,
             [local_name(entities[s]) for s, _, _ in triples],

@@ -21,14 +21,13 @@ import bz2
 import hashlib
 import json
 import logging
-import lzma
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote
 
 from prixlm_model.atomic import publish_folder
 from prixlm_model.config import SampleSettings, load_settings
+from prixlm_model.dbp15k import Chapter, read_dbp15k
 
 log = logging.getLogger(__name__)
 
@@ -36,34 +35,6 @@ RDFS_LABEL = "http://www.w3.org/2000/01/rdf-schema#label"
 OWL_SAME_AS = "http://www.w3.org/2002/07/owl#sameAs"
 ARTIFACTS = ("infobox-properties", "labels", "interlanguage-links")
 GROUP_PATH = Path("databus/dbpedia/generic")
-
-
-@dataclass(frozen=True)
-class Chapter:
-    """One language's slice of DBP15K: entity and relation IRIs by id, and its facts."""
-
-    lang: str
-    entities: dict[int, str]
-    relations: dict[int, str]
-    triples: list[tuple[int, int, int]]
-
-
-def _read_tsv(path: Path) -> list[list[str]]:
-    with lzma.open(path, "rt", encoding="utf-8") as handle:
-        return [line.rstrip("\n").split("\t") for line in handle if line.strip()]
-
-
-def read_dbp15k(folder: Path) -> tuple[Chapter, Chapter, list[tuple[int, int]]]:
-    """Read a DBP15K pair folder (``fr_en``): both chapters and the gold inter-language links."""
-    first, second = folder.name.split("_")
-    chapters = []
-    for index, lang in ((1, first), (2, second)):
-        entities = {int(i): iri for i, iri in _read_tsv(folder / f"ent_ids_{index}.xz")}
-        relations = {int(i): iri for i, iri in _read_tsv(folder / f"rel_ids_{index}.xz")}
-        triples = [(int(h), int(r), int(t)) for h, r, t in _read_tsv(folder / f"triples_{index}.xz")]
-        chapters.append(Chapter(lang, entities, relations, triples))
-    links = [(int(a), int(b)) for name in ("sup_ent_ids.xz", "ref_ent_ids.xz") for a, b, *_ in _read_tsv(folder / name)]
-    return chapters[0], chapters[1], links
 
 
 def truncated(chapter: Chapter, max_facts: int) -> Chapter:
