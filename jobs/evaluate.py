@@ -38,6 +38,7 @@ from jobs.split import as_csv, as_markdown
 from jobs.stage import read_stats, require_complete, resolve_release
 from prixlm_model.atomic import write_file
 from prixlm_model.config import Settings, load_settings
+from prixlm_model.ranking import realistic_rank
 
 log = logging.getLogger(__name__)
 
@@ -162,8 +163,8 @@ def kge_ranks(result: dict[str, Any], queries, truths: dict[tuple[str, str], set
               batch_size: int = 16) -> list[float]:
     """Realistic filtered tail ranks of a trained PyKEEN model over ``candidate_iris``.
 
-    The same rule as ``evaluation.filtered_rank``: every known true object other than the gold
-    is removed, ties count half, and a gold outside the candidates is a miss (infinite rank).
+    The same filter as ``evaluation.filtered_rank`` (every known true object other than the gold
+    is removed) and the same rule (``ranking.realistic_rank``; a gold outside the candidates is a miss).
     """
     import torch
 
@@ -184,15 +185,15 @@ def kge_ranks(result: dict[str, Any], queries, truths: dict[tuple[str, str], set
                 others = candidates.clone()
                 others[[entity[true] for true in truths.get((s, p), set()) | {o} if true in entity]] = False
                 better = int((scores[row][others] > scores[row, gold]).sum())
-                equal = int((scores[row][others] == scores[row, gold]).sum())
-                ranks.append(1 + better + equal / 2)
+                ranks.append(realistic_rank(better, int((scores[row][others] == scores[row, gold]).sum())))
     return ranks
 
 
 def baseline_row(name: str, data: LanguageData, settings: Settings, filter_hash: str, scratch: Path) -> dict[str, Any]:
     """Train ``name`` on the language's train triples and score it like Prix-LM."""
     from prixlm_model.baselines import labeled_triples, train_and_evaluate
-    from prixlm_model.evaluation import full_rank_queries, known_objects, ranking_metrics
+    from prixlm_model.evaluation import full_rank_queries, known_objects
+    from prixlm_model.ranking import ranking_metrics
 
     started = time.perf_counter()
     candidate_iris = data.tables.entities.column("iri").to_pylist()

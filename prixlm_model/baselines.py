@@ -27,8 +27,7 @@ import numpy as np
 import pyarrow as pa
 
 from prixlm_model.config import EvalSettings
-
-TIE_POLICY = "realistic"
+from prixlm_model.ranking import TIE_POLICY
 
 
 def labeled_triples(table: pa.Table) -> np.ndarray:

@@ -48,10 +48,10 @@ from transformers import PreTrainedTokenizerFast, XLMRobertaForCausalLM
 
 from prixlm_model.config import EvalSettings
 from prixlm_model.decoding import Ranked, StepTimes, bounded_search, constrained_beam_search, exhaustive_scores
+from prixlm_model.ranking import TIE_POLICY, ranking_metrics, realistic_rank
 from prixlm_model.tokenization import END, name_ids, query_prefix
 from prixlm_model.trie import EntityTrie
 
-TIE_POLICY = "realistic"
 TOP_LISTED = 10  # filtered top predictions kept per query in the per-query table
 # The bounded search may sum a name's NLL in another order than teacher forcing (about 1e-5 apart):
 # searching a little past the gold's teacher-forced NLL makes sure the gold itself is found, and
@@ -145,18 +145,7 @@ def filtered_rank(ranked: Ranked, gold_leaf: int | None, filtered_leaves: set[in
     if gold_nll is None:
         return math.inf
     others = [nll for leaf, nll in ranked if leaf != gold_leaf and leaf not in filtered_leaves]
-    better = sum(nll < gold_nll for nll in others)
-    equal = sum(nll == gold_nll for nll in others)
-    return 1 + better + equal / 2
-
-
-def ranking_metrics(ranks: Sequence[float], hits_at: Sequence[int]) -> dict[str, float]:
-    """Hits@k (share of ranks <= k) and MRR (mean of 1/rank, 0 for an infinite rank)."""
-    if not ranks:
-        return {**{f"hits@{k}": 0.0 for k in hits_at}, "mrr": 0.0}
-    metrics = {f"hits@{k}": sum(rank <= k for rank in ranks) / len(ranks) for k in hits_at}
-    metrics["mrr"] = sum(1 / rank for rank in ranks) / len(ranks)
-    return metrics
+    return realistic_rank(sum(nll < gold_nll for nll in others), sum(nll == gold_nll for nll in others))
 
 
 def evaluate_link_prediction(

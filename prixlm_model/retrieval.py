@@ -20,6 +20,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from prixlm_model.ranking import realistic_rank
+
 
 def mean_topk_similarity(queries: torch.Tensor, keys: torch.Tensor, k: int, block: int = 1024) -> torch.Tensor:
     """(Q, H), (N, H) -> (Q,): the mean cosine of each query to its ``k`` nearest keys."""
@@ -86,7 +88,7 @@ def rank_golds(scorer: Scorer, golds: Sequence[Sequence[int]]) -> dict[str, np.n
         others = scores.masked_fill(mask, float("-inf"))
         better = (others > best_gold[:, None]).sum(1)
         equal = (others == best_gold[:, None]).sum(1)
-        rank = (1 + better + equal / 2).float()
+        rank = realistic_rank(better, equal).float()
         ranks.append(torch.where(mask.any(1), rank, torch.full_like(rank, float("inf"))).cpu())
         top = scores.max(1)
         tops.append(top.indices.cpu())

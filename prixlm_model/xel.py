@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from prixlm_model.evaluation import ranking_metrics
+from prixlm_model.ranking import ranking_metrics
 from prixlm_model.retrieval import Scorer, rank_golds
 
 OWL_SAME_AS = "http://www.w3.org/2002/07/owl#sameAs"

@@ -23,10 +23,10 @@ from prixlm_model.evaluation import (
     evaluate_link_prediction,
     filter_hash,
     filtered_rank,
-    ranking_metrics,
     read_split,
     sample_queries,
 )
+from prixlm_model.ranking import ranking_metrics
 from prixlm_model.tokenization import query_prefix
 
 FR = "http://fr.dbpedia.org/resource/"
