@@ -1,4 +1,8 @@
-"""The DAGs under a real Airflow (``airflow dags test``, SQLite), downloading from a loopback mirror."""
+"""The DAGs under a real Airflow (``airflow dags test``, SQLite), downloading from a loopback mirror.
+
+The whole pipeline runs once in the suite, under the real scheduler, as a user triggers it:
+``tests/test_scheduler.py`` (every stage's outputs are checked there).
+"""
 
 from __future__ import annotations
 
@@ -8,11 +12,11 @@ import subprocess
 import pytest
 
 from jobs.acquire import acquire
+from jobs.params import param_schemas
+from jobs.runtime import service_environment
+from prixlm_model.config import PROJECT_ROOT, load_settings
 from tools.mirror_server import MirrorServer
 from tools.sample_mirror import build
-from jobs.params import param_schemas
-from prixlm_model.config import PROJECT_ROOT, load_settings, read_settings, settings_digest
-from jobs.runtime import service_environment
 
 pytestmark = pytest.mark.slow
 GROUP = "databus/dbpedia/generic"
@@ -92,92 +96,6 @@ def test_dags_parse_without_errors(airflow):
     assert {dag["dag_id"] for dag in json_output(listing)} == {"prix_lm_full", "dbpedia_refresh"}
     errors = airflow("dags", "list-import-errors", "-o", "json").stdout
     assert json_output(errors) == [], errors
-
-
-@pytest.mark.timeout(2400)  # every stage of the pipeline in one `airflow dags test`
-def test_whole_pipeline_under_dags_test(airflow):
-    result = airflow("dags", "test", "prix_lm_full", "-c", json.dumps({"release": "2016.04.01", "languages": ["fr", "en"]}))
-    output = result.stdout + result.stderr
-    assert "acquired release 2016.04.01: 6 files" in output
-    root = airflow.settings.paths.data_root
-    manifest = json.loads((root / "raw/2016.04.01/manifest.json").read_text())
-    assert manifest["complete"] and len(manifest["files"]) == 6
-    for entry in manifest["files"]:
-        assert (root / entry["path"]).stat().st_size == entry["bytes"]
-    for stage in ("parsed", "sequences", "split", "shards"):
-        assert (root / stage / "2016.04.01" / "_SUCCESS").exists(), f"{stage} did not finish:\n{output[-3000:]}"
-    table = json.loads((root / "split/2016.04.01/stats.json").read_text())["table"]
-    assert {row["lang"] for row in table} == {"fr", "en"} and all(row["test"] > 0 for row in table)
-
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(airflow.settings.mlflow.resolved_uri())
-    experiment = client.get_experiment_by_name(airflow.settings.mlflow.experiment)
-    runs = client.search_runs([experiment.experiment_id], "tags.`prixlm.stage` = 'split'")
-    assert len(runs) == 1 and runs[0].data.params["release"] == "2016.04.01"
-    fr = next(row for row in table if row["lang"] == "fr")
-    assert runs[0].data.metrics["table.fr.test"] == fr["test"]
-    parent = runs[0].data.tags["mlflow.parentRunId"]
-    children = client.search_runs([experiment.experiment_id], f"tags.`mlflow.parentRunId` = '{parent}'")
-    assert {run.data.tags["prixlm.stage"] for run in children} >= {"acquire", "parse", "sequences", "split", "shards"}
-    (model,) = [folder for folder in (root / "models/2016.04.01").glob("prixlm-2016.04.01-*") if "-single-" not in folder.name]
-    assert (model / "config.json").exists() and (model / "README.md").exists()
-    assert not (root / "runs" / model.name / "checkpoints").exists()  # a finished run keeps its export, not its checkpoints
-    train_runs = {run.data.tags["prixlm.stage"].rsplit("-", 1)[0]: run for run in children if run.data.tags["prixlm.stage"].startswith("train/")}
-    assert set(train_runs) == {"train/prixlm-2016.04.01", "train/prixlm-2016.04.01-single-fr", "train/prixlm-2016.04.01-single-en"}
-    assert len(client.get_metric_history(train_runs["train/prixlm-2016.04.01"].info.run_id, "loss")) == 2
-    # One settings file for the DAG run, with its Params; the Spark jobs and the training process resolved exactly it.
-    (settings_file,) = (root / "dag_runs").glob("*/settings.json")
-    resolved = read_settings(settings_file)
-    assert resolved.acquire.release == "2016.04.01" and resolved.train.max_steps == 2
-    readers = [run for run in children if run.data.tags["prixlm.stage"] in ("parse", "sequences", "split", "shards")]
-    readers.append(train_runs["train/prixlm-2016.04.01"])
-    assert [run.data.tags["prixlm.settings_digest"] for run in readers] == [settings_digest(resolved)] * 5
-    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
-    pipeline = client.get_run(parent)
-    assert pipeline.data.tags["prixlm.release"] == "2016.04.01" and pipeline.data.tags["airflow.dag_id"] == "prix_lm_full"
-    assert pipeline.data.params["train.max_steps"] == "2"  # the resolved settings, as params and as one artifact
-    assert [a.path for a in client.list_artifacts(parent, "config")] == ["config/settings.json"]
-    assert [v.tags["release"] for v in client.search_model_versions("name = 'prix-lm'")] == ["2016.04.01"]
-    report = json.loads((root / "reports/2016.04.01/link_prediction.json").read_text())
-    assert {(row["lang"], row["model"]) for row in report["rows"]} == {
-        (lang, model) for lang in ("fr", "en") for model in ("Prix-LM (All)", "Prix-LM (Single)", "TransE", "RotatE")
-    }
-    evaluate = next(run for run in children if run.data.tags["prixlm.stage"] == "evaluate")
-    assert any(key.endswith("mrr") for key in evaluate.data.metrics)
-    plots = {a.path for a in client.list_artifacts(evaluate.info.run_id, "plots")}
-    assert {"plots/link_prediction_hits_at_1.png", "plots/table1.png", "plots/training_loss.png"} <= plots
-
-    import pyarrow.parquet as pq
-
-    predictions = root / "predictions/2016.04.01"
-    assert (predictions / "_SUCCESS").exists(), f"construct did not finish:\n{output[-3000:]}"
-    written = {lang: pq.read_table(predictions / f"{lang}.parquet").num_rows for lang in ("fr", "en")}
-    for lang in ("fr", "en"):
-        assert (predictions / f"{lang}.nt").read_text(encoding="utf-8").count("\n") == written[lang] > 0
-        assert "data:image/png;base64," in (predictions / f"report_{lang}.html").read_text(encoding="utf-8")
-    store_check = json.loads((predictions / "triplestore.json").read_text())
-    assert store_check["ok"] and store_check["sparql_rows"] == sum(written.values())
-    construct = next(run for run in children if run.data.tags["prixlm.stage"] == "construct")
-    assert construct.data.metrics["fr.written"] == written["fr"] and "en.quality.ece" in construct.data.metrics
-    assert pq.read_table(predictions / "fr.parquet").column("run_id").unique().to_pylist() == [construct.info.run_id]
-    logged = {item.path for item in client.list_artifacts(construct.info.run_id)}
-    assert {"report_fr.html", "report_en.html", "fr_reliability.png", "triplestore.json"} <= logged
-
-    reports = root / "reports/2016.04.01"
-    similarity = json.loads((reports / "similarity.json").read_text())
-    models = {"Base + Mirror", "Prix-LM + Mirror"}
-    assert {(row["direction"], row["model"]) for row in similarity["xel"]} == {(d, m) for d in ("fr-en", "en-fr") for m in models}
-    assert {(row["pair"], row["model"]) for row in similarity["bli"]} == {("en-it", m) for m in models}
-    probing = json.loads((reports / "probing.json").read_text())
-    assert {(row["lang"], row["model"]) for row in probing["rows"]} == {(lang, m) for lang in ("en", "fr") for m in ("Base", "Prix-LM")}
-    for name in ("similarity_xel.md", "similarity_bli.md", "similarity_xel.png", "probing.md", "probing.png"):
-        assert (reports / name).is_file(), name
-    assert (root / "predictions/2016.04.01/sameas-fr-en.parquet").is_file() and (root / "predictions/2016.04.01/sameas-fr-en.nt").is_file()
-    for stage, metric in (("similarity", "xel.links_test.fr-en.prix_lm_mirror.mrr"), ("probe", "probing.en.prix_lm.accuracy")):
-        run = next(run for run in children if run.data.tags["prixlm.stage"] == stage)
-        assert metric in run.data.metrics, sorted(run.data.metrics)[:20]
-        assert {"similarity_xel.md", "probing.md"} & {a.path for a in client.list_artifacts(run.info.run_id)}
 
 
 def test_bad_params_are_rejected_naming_the_field(airflow):

@@ -10,9 +10,11 @@
 3. B's training process is SIGKILLed mid-run; Airflow retries the task, which resumes from its
    checkpoint; every task of B succeeds; B's model equals an uninterrupted training's, and there
    is one MLflow child run for it.
-4. ``dbpedia_refresh`` again: nothing newer, nothing starts.
-5. In Chromium, MLflow shows B's run, its child runs, a metric and a plot.
-6. Neither the generated password nor the signing secret appears in any log or MLflow param.
+4. Every stage of B delivered its outputs (files, MLflow runs, plots, the registry, new facts,
+   the similarity and probing tables), all from the one settings file of the DAG run.
+5. ``dbpedia_refresh`` again: nothing newer, nothing starts.
+6. In Chromium, MLflow shows B's run, its child runs, a metric and a plot.
+7. Neither the generated password nor the signing secret appears in any log or MLflow param.
 
 Screenshots go to ``var/reports/test-artifacts/scheduler/``.
 """
@@ -33,7 +35,7 @@ import pytest
 from tools.mirror_server import MirrorServer
 from tools.sample_mirror import build
 from tools.ui import Services
-from prixlm_model.config import PROJECT_ROOT, load_settings
+from prixlm_model.config import PROJECT_ROOT, load_settings, read_settings, settings_digest
 from tests.test_dags import GROUP, PIPELINE_BUDGET
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]  # whole pipeline runs under the scheduler
@@ -44,7 +46,6 @@ BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backgr
 BUDGET = {
     **PIPELINE_BUDGET,
     "PRIXLM_TRAIN__CHECKPOINT_EVERY": "1",  # a checkpoint per step: the killed run has one to resume from
-    "PRIXLM_EVAL__SINGLE_BASELINE": "false",
     "PRIXLM_EVAL__BASELINES": '["TransE"]',
     "PRIXLM_TASKS__RETRY_DELAY_S": "1",
 }
@@ -165,10 +166,11 @@ def test_form_trigger_waits_for_the_running_release(stack, browser) -> None:
 
 
 def assert_every_task_ran(api: Api, run_id: str) -> None:
-    """Every task of the run succeeded (only the Single training, not asked for here, may be skipped)."""
+    """Every task of the run succeeded, the Single training of each language included."""
     states = {task: info["state"] for task, info in api.tasks("prix_lm_full", run_id).items()}
-    assert {task for task, state in states.items() if state != "success"} <= {"pretrain_single"}, states
-    assert {"acquire", "parse", "sequences", "split", "shards", "pretrain", "evaluate", "construct", "similarity", "probe", "retention"} <= set(states)
+    assert {task for task, state in states.items() if state != "success"} == set(), states
+    assert {"configure", "acquire", "parse", "sequences", "split", "shards", "pretrain", "pretrain_single[0]", "pretrain_single[1]",
+            "evaluate", "construct", "similarity", "probe", "retention"} <= set(states)
 
 
 def training_process(run_prefix: str) -> int | None:
@@ -189,12 +191,14 @@ def test_killed_training_is_retried_and_resumes(stack) -> None:
         assert state in ("queued", "running"), api.tasks("prix_lm_full", b)
         for latest in runs.glob(f"prixlm-{RELEASE}-*/checkpoints/latest"):  # run B's, between its first and its last step
             run_name = latest.parent.parent.name
-            pid = training_process(run_name) if latest.read_text() in ("step-1", "step-2", "step-3") else None
+            between = latest.read_text() in ("step-1", "step-2", "step-3") and "-single-" not in run_name  # the All model's training
+            pid = training_process(run_name) if between else None
             if pid:
                 os.kill(pid, signal.SIGKILL)
                 killed = run_name
         time.sleep(0.5)
     assert killed, "never saw run B's training between its first and last checkpoint"
+    stack["killed"] = killed
     assert api.wait("prix_lm_full", b)["state"] == "success", api.tasks("prix_lm_full", b)
     assert api.tasks("prix_lm_full", b)["pretrain"]["try_number"] == 2
     assert_every_task_ran(api, b)
@@ -236,6 +240,77 @@ def uninterrupted_weights(stack, run_name: str) -> dict:
                           env=env, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     return load_file(other / "runs" / run_name / "checkpoints" / "step-4" / "model.safetensors")
+
+
+def test_every_stage_delivered_its_outputs(stack) -> None:
+    """Run B, stage by stage: the files each task writes and what it logs to MLflow, from one settings file."""
+    import pyarrow.parquet as pq
+    from mlflow.tracking import MlflowClient
+
+    settings, root, b, killed = stack["settings"], stack["root"], stack["b"], stack["killed"]
+    manifest = json.loads((root / f"raw/{RELEASE}/manifest.json").read_text())
+    assert manifest["complete"] and len(manifest["files"]) == 6
+    assert all((root / entry["path"]).stat().st_size == entry["bytes"] for entry in manifest["files"])
+    for stage in ("parsed", "sequences", "split", "shards"):
+        assert (root / stage / RELEASE / "_SUCCESS").exists(), stage
+    table = json.loads((root / f"split/{RELEASE}/stats.json").read_text())["table"]
+    assert {row["lang"] for row in table} == {"fr", "en"} and all(row["test"] > 0 for row in table)
+
+    client = MlflowClient(settings.mlflow.resolved_uri())
+    experiment = client.get_experiment_by_name(settings.mlflow.experiment)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    (parent,) = client.search_runs([experiment.experiment_id], f"tags.`airflow.dag_run_id` = '{b}' and tags.`prixlm.stage` = 'pipeline'")
+    assert parent.data.tags["prixlm.release"] == RELEASE and parent.data.tags["airflow.dag_id"] == "prix_lm_full"
+    assert parent.data.params["train.max_steps"] == "4"  # the form's Param, in the resolved settings logged as params and one artifact
+    assert [a.path for a in client.list_artifacts(parent.info.run_id, "config")] == ["config/settings.json"]
+    children = {run.data.tags["prixlm.stage"]: run for run in client.search_runs([experiment.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")}
+    fr = next(row for row in table if row["lang"] == "fr")
+    assert children["split"].data.metrics["table.fr.test"] == fr["test"]
+    trainings = {stage.rsplit("-", 1)[0] for stage in children if stage.startswith("train/")}
+    assert trainings == {f"train/prixlm-{RELEASE}", f"train/prixlm-{RELEASE}-single-fr", f"train/prixlm-{RELEASE}-single-en"}
+    assert {m.step for m in client.get_metric_history(children[f"train/{killed}"].info.run_id, "loss")} == {1, 2, 3, 4}
+
+    # One settings file for the DAG run; every Spark job and the training process resolved exactly it.
+    resolved = read_settings(settings.paths.dag_run_settings(b))
+    assert resolved.train.max_steps == 4
+    readers = [children[stage] for stage in ("parse", "sequences", "split", "shards", f"train/{killed}")]
+    assert [run.data.tags["prixlm.settings_digest"] for run in readers] == [settings_digest(resolved)] * 5
+
+    model = root / "models" / RELEASE / killed
+    assert (model / "config.json").exists() and not (root / "runs" / killed / "checkpoints").exists()  # the export stays, the checkpoints go
+    assert b in {v.tags["dag_run_id"] for v in client.search_model_versions("name = 'prix-lm'")}
+    report = json.loads((root / f"reports/{RELEASE}/link_prediction.json").read_text())
+    assert {(row["lang"], row["model"]) for row in report["rows"]} == {
+        (lang, name) for lang in ("fr", "en") for name in ("Prix-LM (All)", "Prix-LM (Single)", "TransE")
+    }
+    assert any(key.endswith("mrr") for key in children["evaluate"].data.metrics)
+    plots = {a.path for a in client.list_artifacts(children["evaluate"].info.run_id, "plots")}
+    assert {"plots/link_prediction_hits_at_1.png", "plots/table1.png", "plots/training_loss.png"} <= plots
+
+    predictions = root / "predictions" / RELEASE
+    written = {lang: pq.read_table(predictions / f"{lang}.parquet").num_rows for lang in ("fr", "en")}
+    for lang in ("fr", "en"):
+        assert (predictions / f"{lang}.nt").read_text(encoding="utf-8").count("\n") == written[lang] > 0
+        assert "data:image/png;base64," in (predictions / f"report_{lang}.html").read_text(encoding="utf-8")
+    store_check = json.loads((predictions / "triplestore.json").read_text())
+    assert store_check["ok"] and store_check["sparql_rows"] == sum(written.values())
+    construct = children["construct"]
+    assert construct.data.metrics["fr.written"] == written["fr"] and "en.quality.ece" in construct.data.metrics
+    assert pq.read_table(predictions / "fr.parquet").column("run_id").unique().to_pylist() == [construct.info.run_id]
+    assert {"report_fr.html", "report_en.html", "fr_reliability.png", "triplestore.json"} <= {a.path for a in client.list_artifacts(construct.info.run_id)}
+
+    reports = root / "reports" / RELEASE
+    similarity = json.loads((reports / "similarity.json").read_text())
+    compared = {"Base + Mirror", "Prix-LM + Mirror"}
+    assert {(row["direction"], row["model"]) for row in similarity["xel"]} == {(d, m) for d in ("fr-en", "en-fr") for m in compared}
+    assert {(row["pair"], row["model"]) for row in similarity["bli"]} == {("en-it", m) for m in compared}
+    probing = json.loads((reports / "probing.json").read_text())
+    assert {(row["lang"], row["model"]) for row in probing["rows"]} == {(lang, m) for lang in ("en", "fr") for m in ("Base", "Prix-LM")}
+    for name in ("similarity_xel.md", "similarity_bli.md", "similarity_xel.png", "probing.md", "probing.png"):
+        assert (reports / name).is_file(), name
+    assert (predictions / "sameas-fr-en.parquet").is_file() and (predictions / "sameas-fr-en.nt").is_file()
+    for stage, metric in (("similarity", "xel.links_test.fr-en.prix_lm_mirror.mrr"), ("probe", "probing.en.prix_lm.accuracy")):
+        assert metric in children[stage].data.metrics, sorted(children[stage].data.metrics)[:20]
 
 
 def test_refresh_with_nothing_new_starts_nothing(stack) -> None:
