@@ -33,7 +33,8 @@ from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from jobs.evaluate import ALL, SINGLE, markdown, run as evaluate
+from jobs.evaluate import ALL, SINGLE, run as evaluate
+from jobs.link_prediction_report import markdown
 from jobs.stage import StageInputError, is_complete, resolve_release
 from prixlm_model.dbp15k import local_name, read_chapter
 from prixlm_model.config import Settings, load_settings

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from jobs.evaluate import slug
+from jobs.link_prediction_report import slug
 from jobs.reports import bar_chart, pivot, report_main, write_report
 from jobs.similarity import BASE, PRIXLM, compared_models
 from prixlm_model.config import Settings

@@ -24,7 +24,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from jobs.evaluate import ALL, default_models, slug
+from jobs.evaluate import ALL, default_models
+from jobs.link_prediction_report import slug
 from jobs.reports import bar_chart, pivot, report_main, write_report
 from jobs.stage import require_complete
 from prixlm_model.config import Settings

@@ -15,7 +15,8 @@ import pyarrow as pa
 import pytest
 
 from benchmarks.lp_quality import dbp15k_split
-from jobs.evaluate import ALL, SINGLE, default_models, kge_ranks, run, slug
+from jobs.evaluate import ALL, SINGLE, default_models, kge_ranks, run
+from jobs.link_prediction_report import slug
 from prixlm_model.base_model import ensure_base_model
 from prixlm_model.config import PROJECT_ROOT, load_settings
 
