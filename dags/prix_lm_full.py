@@ -158,10 +158,10 @@ def prix_lm_full():
     def retention(settings_file: str, release: str) -> list[str]:
         """#### Retention
         Keep each stage's outputs of only the newest `paths.keep_releases` releases (0: all); the
-        run's own release is never removed."""
-        from jobs.retention import prune
+        run's own release is never removed. Then mark this run's MLflow parent run finished."""
+        from jobs.retention import run
 
-        return [str(path) for path in prune(run_settings(settings_file), release)]
+        return [str(path) for path in run(run_settings(settings_file), release, get_current_context()["run_id"])]
 
     settings = load_settings()
     spark_jobs = [

@@ -47,6 +47,16 @@ def prune(settings: Settings, current: str) -> list[Path]:
     return removed
 
 
+def run(settings: Settings, release: str, dag_run_id: str | None = None) -> list[Path]:
+    """The DAG's last task: prune older releases, then close the DAG run's MLflow parent run as finished."""
+    removed = prune(settings, release)
+    if dag_run_id:
+        from prixlm_model.tracking import end_pipeline_run
+
+        end_pipeline_run(settings, dag_run_id)
+    return removed
+
+
 def disk_usage(settings: Settings) -> dict[str, int]:
     """Bytes under each top-level folder of the data root."""
     usage = {}

@@ -94,6 +94,14 @@ def stage_run(settings: Settings, dag_run_id: str, stage: str) -> str:
     return _find_or_create(client, experiment_id, {DAG_RUN_TAG: dag_run_id, STAGE_TAG: stage, PARENT_TAG: parent}, stage)
 
 
+def end_pipeline_run(settings: Settings, dag_run_id: str, status: str = "FINISHED") -> str:
+    """Close the DAG run's parent run, so the MLflow UI shows it finished (with its duration), not running forever."""
+    client, _ = _client(settings)
+    parent = pipeline_run(settings, dag_run_id)
+    client.set_terminated(parent, status)
+    return parent
+
+
 def metric_key(name: str) -> str:
     """A metric name MLflow accepts: other characters (``=``, ``@``, brackets) become ``_``."""
     return re.sub(r"[^A-Za-z0-9_\-. :/]", "_", name)

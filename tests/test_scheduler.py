@@ -302,6 +302,7 @@ def test_every_stage_delivered_its_outputs(stack) -> None:
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
     (parent,) = client.search_runs([experiment.experiment_id], f"tags.`airflow.dag_run_id` = '{b}' and tags.`prixlm.stage` = 'pipeline'")
     assert parent.data.tags["prixlm.release"] == RELEASE and parent.data.tags["airflow.dag_id"] == "prix_lm_full"
+    assert parent.info.status == "FINISHED" and parent.info.end_time > parent.info.start_time  # closed by the last task
     assert parent.data.params["train.max_steps"] == "4"  # the form's Param, in the resolved settings logged as params and one artifact
     assert [a.path for a in client.list_artifacts(parent.info.run_id, "config")] == ["config/settings.json"]
     children = {run.data.tags["prixlm.stage"]: run for run in client.search_runs([experiment.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")}
