@@ -29,8 +29,10 @@ def setup(tmp_path_factory: pytest.TempPathFactory):
     settings = load_settings({
         "paths": {"data_root": str(tmp_path_factory.mktemp("evaluate") / "var"), "cache_dir": str(PROJECT_ROOT / "var" / "cache")},
         "model": {"base": "tiny"},
+        # Full ranks on a few queries with a small search budget: their exactness is tests/test_evaluation.py's subject.
         "eval": {"beam_size": 4, "max_test_queries": 8, "filter_in_search": True, "baseline_dim": 8, "baseline_max_epochs": 4,
-                 "baseline_eval_every": 2, "baseline_patience": 1, "baseline_batch_size": 256},
+                 "baseline_eval_every": 2, "baseline_patience": 1, "baseline_batch_size": 256,
+                 "full_rank_max_queries": 3, "full_rank_max_hypotheses": 128},
     })
     dbp15k_split(settings, RELEASE, triples_per_lang=300)
     base = ensure_base_model(settings)
