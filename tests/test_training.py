@@ -314,9 +314,11 @@ def test_a_launch_with_other_training_settings_trains_its_own_model(data_root: P
     from jobs.pretrain import run as launch
     from prixlm_model.training import run_name
 
+    from prixlm_model.export import export_checkpoint
+
     first = make_settings(data_root)
-    shutil.copytree(reference, data_root / "runs" / run_name(first, RELEASE))  # the earlier run, complete
-    older = launch(first, RELEASE, dag_run_id="manual__first")
+    shutil.copytree(reference, data_root / "runs" / run_name(first, RELEASE))  # the earlier run, complete and exported
+    older = export_checkpoint(first, RELEASE, run_name(first, RELEASE))
     older_weights = load_file(older / "model.safetensors")
     second = make_settings(data_root, max_steps=STEPS - 2)
     # The training processes get the launcher's settings file, not the environment (which here says otherwise).
