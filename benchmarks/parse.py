@@ -1,6 +1,6 @@
 """Benchmark: the Spark parse job against rdflib, on the same generated DBpedia dump.
 
-``python -m benchmarks.parse [--quick] [--lines N] [--graph-fraction F]``
+``python -m benchmarks.parse [--quick] [--lines N] [--repeats R] [--graph-fraction F]``
 
 The dump: the sample mirror's infobox-properties, labels and interlanguage-links lines (both
 chapters of the newest release; the mirror is built under ``<data_root>/tmp`` if absent) repeated
@@ -13,9 +13,11 @@ On that file, in this one process, the same facts table (Parquet, ``s_iri, p_iri
 lang``, deduplicated, surface names from same-language labels else the local name) is built by:
 
 (a) the Spark job, ``jobs.parse.run`` (which also writes links, rejects and statistics):
-    end to end on a fresh ``local[2]`` session (JVM start-up included), then a second run in the
-    same warm session (steady state) and the ¼-size file there; then a separate ``local[1]``
-    session (warmed on the ¼-size file) for the one-core time of the full file;
+    end to end on a fresh ``local[2]`` session (JVM start-up included), then ``--repeats`` runs
+    (default 3) in the same warm session (steady state) and as many on the ¼-size file there; then
+    a separate ``local[1]`` session (warmed on the ¼-size file) for the one-core time of the full
+    file, ``--repeats`` times. Steady times are the median of their repeats (runs on this shared
+    machine vary by a fifth);
 (b) rdflib's streaming N-Triples parser (``W3CNTriplesParser``) with a sink that classifies each
     triple, collects labels and facts, and writes them through pyarrow in batches, one Parquet
     file per language: the same work, in one Python thread.
@@ -23,7 +25,9 @@ lang``, deduplicated, surface names from same-language labels else the local nam
 and rdflib's ``Graph().parse`` is timed alone (parsing only, on ``--graph-fraction`` of the lines,
 default all: it holds about 1.2 KB a line). It prints lines/s and the ratios against the issue's
 targets and writes ``<data_root>/reports/benchmarks/parse.json`` with the machine's load average
-(this 2-core machine is shared, so the figures move with it).
+(this 2-core machine is shared, so the figures move with it). It exits with an error when Spark's
+facts table and rdflib's differ (after writing the JSON): a speed-up that changes the output
+does not count.
 """
 
 from __future__ import annotations
@@ -37,6 +41,8 @@ import platform
 import re
 import resource
 import shutil
+import statistics
+import sys
 import time
 from pathlib import Path
 from urllib.parse import unquote
@@ -185,12 +191,12 @@ class FactSink:
 def rdflib_streaming(path: Path, out: Path, settings) -> dict:
     from rdflib.plugins.parsers.ntriples import W3CNTriplesParser
 
-    from jobs.parse import _ontology_labels
+    from jobs.parse_outputs import ontology_labels
 
     shutil.rmtree(out, ignore_errors=True)
     started = time.perf_counter()
     ontology = settings.parse.ontology
-    labels = {(iri, lang): text for iri, lang, text in _ontology_labels(str(ontology), ontology.stat().st_mtime)} if ontology.exists() else {}
+    labels = {(iri, lang): text for iri, lang, text in ontology_labels(str(ontology), ontology.stat().st_mtime)} if ontology.exists() else {}
     sink = FactSink(set(settings.parse.languages) - set(settings.parse.foreign_hosts), labels)
     with open(path, "rb") as handle:
         W3CNTriplesParser(sink=sink).parse(handle)
@@ -227,7 +233,13 @@ def spark_run(spark, settings, release: str) -> dict:
 
     started = time.perf_counter()
     stats = parse.run(spark, settings, release)
-    return {"seconds": time.perf_counter() - started, "lines": stats["lines_read"], "facts": stats["facts"]}
+    return {"seconds": time.perf_counter() - started, "lines": stats["lines_read"], "facts": stats["facts"], "load": os.getloadavg()[0]}
+
+
+def spark_runs(spark, settings, release: str, repeats: int) -> dict:
+    """``repeats`` warm runs: each one's figures, and the median seconds."""
+    runs = [spark_run(spark, settings, release) for _ in range(repeats)]
+    return {"seconds": statistics.median(run["seconds"] for run in runs), "runs": runs}
 
 
 def session(settings, master: str):
@@ -242,6 +254,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="100,000 lines: a smoke run")
     parser.add_argument("--lines", type=int, help="lines in the dump (default 2,000,000; --quick 100,000)")
+    parser.add_argument("--repeats", type=int, default=3, help="warm Spark runs per configuration; their median counts (default 3)")
     parser.add_argument("--graph-fraction", type=float, default=1.0, help="share of the lines Graph().parse gets (default 1)")
     args = parser.parse_args(argv)
     n_lines = args.lines or (100_000 if args.quick else 2_000_000)
@@ -266,14 +279,14 @@ def main(argv: list[str] | None = None) -> dict:
     startup = time.perf_counter() - started
     first = spark_run(spark, settings, full)
     report["spark_local2"] = {"startup_seconds": startup, "first": first, "end_to_end_seconds": startup + first["seconds"]}
-    report["spark_local2"]["steady"] = spark_run(spark, settings, full)
-    report["spark_local2"]["quarter"] = spark_run(spark, settings, quarter)
+    report["spark_local2"]["steady"] = spark_runs(spark, settings, full, args.repeats)
+    report["spark_local2"]["quarter"] = spark_runs(spark, settings, quarter, args.repeats)
     spark.stop()
     print(f"spark local[2]: start {startup:.1f} s, first run {first['seconds']:.1f} s, steady {report['spark_local2']['steady']['seconds']:.1f} s, "
-          f"quarter {report['spark_local2']['quarter']['seconds']:.1f} s")
+          f"quarter {report['spark_local2']['quarter']['seconds']:.1f} s (medians of {args.repeats})")
     spark = session(settings, "local[1]")
     spark_run(spark, settings, quarter)  # warm-up
-    report["spark_local1"] = {"steady": spark_run(spark, settings, full)}
+    report["spark_local1"] = {"steady": spark_runs(spark, settings, full, args.repeats)}
     spark.stop()
     print(f"spark local[1]: steady {report['spark_local1']['steady']['seconds']:.1f} s")
     load["after_spark"] = os.getloadavg()
@@ -294,7 +307,8 @@ def main(argv: list[str] | None = None) -> dict:
         return set(zip(*(table.column(c).to_pylist() for c in table.column_names)))
 
     spark_facts = fact_set(settings.paths.stage_dir("parsed", full) / "facts")
-    report["same_facts"] = spark_facts == fact_set(work / "rdflib_facts")
+    rdflib_facts = fact_set(work / "rdflib_facts")
+    report["same_facts"] = spark_facts == rdflib_facts
     report["facts"] = len(spark_facts)
 
     rate = lambda lines, seconds: lines / seconds  # noqa: E731
@@ -327,6 +341,8 @@ def main(argv: list[str] | None = None) -> dict:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1))
     print(f"wrote {out}")
+    if not report["same_facts"]:
+        sys.exit(f"FAILED: Spark's facts table differs from rdflib's ({len(spark_facts):,} against {len(rdflib_facts):,} rows)")
     return report
 
 

@@ -9,7 +9,9 @@ and writes ``split/<release>/``:
   parsed facts, not only train, valid and test: a true fact dropped for its length is still true
   and must not count against the model;
 - ``entities/lang=<xx>/``: the candidate objects (``iri``, ``name``) of each language;
-- ``stats.json``, ``stats.csv`` and ``stats.md``: the paper's Table 1 columns per language.
+- ``stats.json``, ``stats.csv`` and ``stats.md``: the paper's Table 1 columns per language, with
+  the length rule's limit and the share it dropped of the language's triples and links (and the
+  sequences stage's warnings about it).
 
 Which triple is held out depends only on (seed, release, IRIs), so a re-run gives the same split.
 Inverse leaks: a held-out ``(e1, r1, e2)`` is dropped when any ``(e2, r2, e1)`` is in train.
@@ -96,6 +98,7 @@ def table_one(counts: dict, sequences_stats: dict, parse_stats: dict | None, lan
     rows = []
     for lang in languages:
         c = counts.get(lang, {})
+        shares = sequences_stats.get("dropped_by_lang", {}).get(lang, {})
         rows.append(
             {
                 "lang": lang,
@@ -109,6 +112,10 @@ def table_one(counts: dict, sequences_stats: dict, parse_stats: dict | None, lan
                 "dropped_by_length": sum(
                     kinds.get(lang, {}).get("dropped", 0) for kinds in sequences_stats["by_kind_and_lang"].values()
                 ),
+                # The length rule's limit and the share it dropped of this language's triples and links.
+                "max_tokens": shares.get("max_tokens", sequences_stats["max_tokens"]),
+                "dropped_share_triple": shares.get("dropped_share_triple", 0.0),
+                "dropped_share_link": shares.get("dropped_share_link", 0.0),
                 "rejects": (parse_stats or {}).get("rejects", 0),
             }
         )
@@ -180,6 +187,7 @@ def run(spark, settings: Settings, release: str) -> dict:
                 "table": rows,
                 "links_held_out": links.where(F.col("split") == "test").count(),
                 "leaks_removed": sum(row["leaks_removed"] for row in rows),
+                "warnings": read_stats(sequences_dir).get("warnings", []),
             }
             write_stats(staging, stats)
             (staging / "stats.md").write_text(as_markdown(rows))

@@ -112,8 +112,11 @@ def write_stats(folder: Path, stats: dict[str, Any]) -> None:
     (folder / "stats.json").write_text(json.dumps(stats, indent=1, sort_keys=True, ensure_ascii=False))
 
 
-def spark_session(settings: Settings, app: str, master: str | None = None):
-    """The job's session; under spark-submit (Airflow's operator) the submitted master wins."""
+def spark_session(settings: Settings, app: str, master: str | None = None, conf: dict[str, str] | None = None):
+    """The job's session; under spark-submit (Airflow's operator) the submitted master wins.
+
+    ``conf``: further Spark settings (a benchmark's event log, say), applied last.
+    """
     from pyspark.sql import SparkSession
 
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
@@ -135,6 +138,8 @@ def spark_session(settings: Settings, app: str, master: str | None = None):
     builder = builder.config("spark.sql.optimizer.plannedWrite.enabled", "false").config(
         "spark.sql.maxConcurrentOutputFileWriters", "64"
     )
+    for key, value in (conf or {}).items():
+        builder = builder.config(key, value)
     return builder.getOrCreate()
 
 

@@ -186,6 +186,8 @@ class ParseSettings(_Section):
     ontology: Path = Field(Path("../shared/data/dbpedia-extraction-framework/dbpedia.owl.xz"), validate_default=True)  # DBpedia ontology (RDF/XML, .xz or plain): rdfs:labels name dbo: relations
     decompress_workers: int = Field(0, ge=0)  # threads decompressing .bz2/.gz/.xz inputs to plain staging files; 0: one per CPU
     require_framing: bool = False  # fail a file that lacks DBpedia's first "# started" / last "# completed" line (always reported in stats.json)
+    split_bytes: int = Field(0, ge=0)  # bytes per input split (one Spark task each); 0: four splits per core, between 4 MB and 128 MB
+    broadcast_names_max: int = Field(2_000_000, ge=0)  # labels up to which entity names are broadcast to every executor; above: shuffle joins (bounded memory)
 
     @field_validator("languages")
     @classmethod
@@ -307,6 +309,8 @@ class SparkSettings(_Section):
 
 class PrepareSettings(_Section):
     max_tokens: int = Field(30, gt=4)  # sequences of this many tokens or more are dropped (paper: <1.3% of them)
+    max_tokens_by_lang: dict[str, int] = Field(default_factory=dict)  # per-language limit instead of max_tokens, e.g. {"ja": 40} (scripts that tokenize into many pieces); a link takes the larger of its two languages'
+    warn_dropped_share: float = Field(0.05, ge=0, le=1)  # warn (task log and MLflow) when the length rule drops more than this share of a language's sequences
     seed: int = 42  # with the release, fixes which triples are held out
     test_share: float = Field(0.10, gt=0, lt=1)  # share of each evaluated language's triples held out for link prediction
     valid_share: float = Field(0.01, ge=0, lt=1)  # share of the remaining triples kept for validation
@@ -317,6 +321,15 @@ class PrepareSettings(_Section):
     @classmethod
     def _known_eval_languages(cls, value: list[str]) -> list[str]:
         return known_languages(value)
+
+    @field_validator("max_tokens_by_lang")
+    @classmethod
+    def _known_limit_languages(cls, value: dict[str, int]) -> dict[str, int]:
+        known_languages(list(value))
+        short = sorted(lang for lang, limit in value.items() if limit <= 4)
+        if short:
+            raise ValueError(f"max_tokens_by_lang: limits must be above 4 (got {', '.join(f'{lang}={value[lang]}' for lang in short)})")
+        return value
 
 
 class MlflowSettings(_Section):

@@ -142,6 +142,10 @@ def log_stage(settings: Settings, dag_run_id: str, stage: str, release: str, sta
     for start in range(0, len(metrics), 900):
         client.log_batch(run_id, metrics=metrics[start : start + 900])
     client.log_dict(run_id, stats, "stats.json")
+    if stats.get("warnings"):  # shown with the run in the UI, not only buried in stats.json
+        text = "\n".join(stats["warnings"])
+        client.set_tag(run_id, "prixlm.warnings", text[:5000])
+        client.set_tag(run_id, "mlflow.note.content", f"**Warnings**\n\n{text}")
     for path in artifacts:
         client.log_artifact(run_id, str(path))
     client.set_terminated(run_id)

@@ -18,7 +18,7 @@ from pyspark.sql import functions as F
 import rdflib
 from rdflib import BNode, Literal, URIRef
 
-from jobs import parse
+from jobs import parse, parse_classify, parse_inputs, parse_outputs
 from jobs.stage import is_complete
 from prixlm_model.config import LANGUAGE_CODES, load_settings
 
@@ -59,7 +59,8 @@ MALFORMED: list[tuple[bytes, str | None]] = [
     (f"<{R}A> <{P}p> .".encode(), "wrong_term_count"),
     (f"<{R}A> <{P}p> <{R}B> <{R}C> .".encode(), "wrong_term_count"),  # a graph term in an N-Triples file
     (f'<{R}A> <{P}p> "stray quote .'.encode(), "unterminated_literal"),
-    (f'<{R}A> <{P}p> "'.encode() + b"x" * 200_000 + b'"@fr .', "too_long"),
+    (f'<{R}A> <{P}p> "'.encode() + b"x" * 200_000 + b'"@fr .', "too_long"),  # a 200 KB literal
+    (f"<{R}{'y' * 100_000}> <{P}p> <{R}B> .".encode(), "too_long"),  # a 100,000-character IRI
     (good(4), None),
     (f'<{R}A> <{P}p> "escaped \\\\uD800 backslash, pair \\uD83D\\uDE00"@fr .'.encode(), None),  # valid literal
     (f"<{R}Paris> <{P}pays> <{R}France> .".encode(), None),  # also in the edge fixture: a duplicate
@@ -189,11 +190,11 @@ def test_output_layout_and_schema(spark, parsed):
     assert is_complete(out)
     assert sorted(p.name for p in (out / "facts").iterdir() if p.is_dir()) == ["lang=en", "lang=fr"]
     facts = spark.read.parquet(str(out / "facts"))
-    assert facts.columns == list(parse.FACT_COLUMNS[:-1]) + ["lang"]
+    assert facts.columns == list(parse_outputs.FACT_COLUMNS[:-1]) + ["lang"]
     links = spark.read.parquet(str(out / "links"))
-    assert links.columns == list(parse.LINK_COLUMNS)
+    assert links.columns == list(parse_outputs.LINK_COLUMNS)
     rejects = spark.read.parquet(str(out / "rejects"))
-    assert rejects.columns == list(parse.REJECT_COLUMNS)
+    assert rejects.columns == list(parse_outputs.REJECT_COLUMNS)
     assert dict(rejects.dtypes) == {"file": "string", "line_no": "bigint", "line": "binary", "reason": "string"}
     assert not list(out.parent.glob(f".{RELEASE}.*")), "no staging folder is left behind"
     assert json.loads((out / "stats.json").read_text())["lines_read"] == stats["lines_read"]
@@ -307,24 +308,56 @@ def test_labels_name_entities_from_the_mirror(spark, parsed):
     assert row.s and row.o and "_" not in row.s
 
 
-def test_long_literal_does_not_crash_the_regex(spark):
-    """A 200 KB literal through the line regex and the diagnosis (limit raised above it)."""
-    settings = load_settings({"parse": {"max_line_bytes": 1_000_000}}).parse
+def test_long_literal_does_not_crash_the_regex(spark, workspace):
+    """A 200 KB literal and a 100,000-character IRI through the line regex and the diagnosis (limit raised above them)."""
+    root, _, settings = workspace
+    folder = root / "raw" / "long" / "fr"
+    folder.mkdir(parents=True)
     big = "y" * 200_000
-    lines = spark.createDataFrame(
-        [
-            ("f.nt", 0, 0, f'<{R}A> <{P}p> "{big}"@fr .', False),
-            ("f.nt", 0, 1, f'<{R}A> <{P}p> "{big}\\"@fr .', False),  # unterminated after 200 KB
-            ("f.nt", 0, 2, f'<{R}A> <{P}p> "{"a" * 70_000}\\u00e9{"b" * 70_000}"@fr .', False),
-        ],
-        "file_path string, block_start long, pos long, value string, quads boolean",
-    )
-    classified = parse.classify_lines(lines, settings).persist()  # as run() does: see classify_lines
-    rows = sorted(classified.select("pos", "cls", "reason").collect())
-    assert [(r.cls, r.reason) for r in rows] == [("literal", None), ("reject", parse.UNPARSED), ("literal", None)]
-    splits = spark.createDataFrame([("f.nt", 0, 0, 0, "f.nt")], "file_path string, block_start long, first_pos long, offset long, file string")
-    reasons = [r.reason for r in parse.build_rejects(classified, splits).collect()]
-    assert reasons == ["unterminated_literal"]
+    lines = [
+        f'<{R}A> <{P}p> "{big}"@fr .',
+        f'<{R}A> <{P}p> "{big}\\"@fr .',  # unterminated after 200 KB
+        f'<{R}A> <{P}p> "{"a" * 70_000}\\u00e9{"b" * 70_000}"@fr .',
+        f"<{R}{'z' * 100_000}> <{P}p> <{R}B> .",
+    ]
+    (folder / "long_fr.nt").write_text("\n".join(lines) + "\n")
+    raised = settings.model_copy(update={"parse": settings.parse.model_copy(update={"max_line_bytes": 1_000_000})})
+    stats = parse.run(spark, raised, "long")
+    assert (stats["literals_skipped"], stats["facts"], stats["rejects"]) == (2, 1, 1)
+    facts = spark.read.parquet(str(root / "parsed" / "long" / "facts")).collect()
+    assert [len(r.s_iri) for r in facts] == [len(R) + 100_000]
+    rejects = spark.read.parquet(str(root / "parsed" / "long" / "rejects")).collect()
+    assert [(r.line_no, r.reason) for r in rejects] == [(2, "unterminated_literal")]
+
+
+def test_line_numbers_across_splits_and_line_ends(spark, workspace):
+    """A file cut into 64 KiB splits, with \\n, \\r\\n and lone \\r line ends (a \\r\\n across a split start and
+    across the driver's 1 MiB count marks): every reject keeps its exact line number and bytes, and the count is exact."""
+    root, _, settings = workspace
+    folder = root / "raw" / "splits" / "fr"
+    folder.mkdir(parents=True)
+    split = 64 << 10
+    targets = [3 * split, 1 << 20, 2 << 20]  # a \r\n pair straddles each of these offsets
+    data, lines, i = bytearray(), [], 0
+    while len(data) < (2 << 20) + 5 * split:
+        if targets and len(data) + 200 > targets[0] - 1:
+            line = b"#" + b"x" * (targets.pop(0) - 1 - len(data) - 1)  # fills up to the \r
+            end = b"\r\n"
+        else:
+            line = f"<{R}A> <{P}p> <{R}B>".encode() if i % 997 == 996 else good(i)
+            end = (b"\n", b"\r\n", b"\r")[i % 3]
+            i += 1
+        lines.append(line)
+        data += line + end
+    (folder / "splits_fr.nt").write_bytes(bytes(data))
+    small = settings.model_copy(update={"parse": settings.parse.model_copy(update={"split_bytes": split})})
+    stats = parse.run(spark, small, "splits")
+    rejects = spark.read.parquet(str(root / "parsed" / "splits" / "rejects")).collect()
+    want = [n for n, line in enumerate(lines, 1) if not line.endswith(b".") and not line.startswith(b"#")]
+    assert len(want) > 10 and sorted(r.line_no for r in rejects) == want
+    assert all(bytes(r.line) == lines[r.line_no - 1] and r.reason == "missing_dot" for r in rejects)
+    assert stats["lines_read"] == len(lines) and sum(stats[key] for key in parse.ACCOUNTING_KEYS) == len(lines)
+    assert stats["comments"] == 3 and stats["facts"] == len(lines) - 3 - len(want)
 
 
 def test_compiled_path_equals_decoding_path_on_real_lines(spark, workspace):
@@ -337,10 +370,10 @@ def test_compiled_path_equals_decoding_path_on_real_lines(spark, workspace):
         data = bz2.decompress(path.read_bytes()) if path.suffix == ".bz2" else path.read_bytes()
         rows += [(path.name, 0, i, line.decode("utf-8", "replace"), ".tql" in path.name) for i, line in enumerate(data.split(b"\n")[:3000])]
     lines = spark.createDataFrame(rows, "file_path string, block_start long, pos long, value string, quads boolean")
-    plain = lines.where(~parse.needs_decoding(F.col("value")))
-    columns = ["file_path", "pos", "cls", "reason", "s_iri", "p_iri", "o_iri", "s_lang", "o_lang", "label", "label_lang"]
-    compiled = parse._classify(plain, settings.parse, decode=False).select(columns).collect()
-    decoding = parse._classify(plain, settings.parse, decode=True).select(columns).collect()
+    plain = lines.where(~parse_classify.needs_decoding(F.col("value")))
+    columns = ["cls", *parse_classify.KIND_COLUMNS]
+    compiled = parse_classify._classify(plain, settings.parse, decode=False).select(columns).collect()
+    decoding = parse_classify._classify(plain, settings.parse, decode=True).select(columns).collect()
     assert sorted(compiled) == sorted(decoding)
     classes = {row.cls for row in compiled}
     assert {"fact", "link", "label", "reject"} <= classes, classes
@@ -354,7 +387,7 @@ def test_truncated_bz2_fails_naming_the_file(spark, workspace, sample_mirror):
     whole = (sample_mirror / "databus/dbpedia/generic/infobox-properties" / RELEASE / "infobox-properties_lang=fr.ttl.bz2").read_bytes()
     (raw / "infobox-properties_lang=fr.ttl.bz2").write_bytes(whole[: len(whole) // 2])
     shutil.copy(FIXTURES / "edge_cases_fr.nt", raw)
-    with pytest.raises(parse.CorruptInputError, match=re.escape("fr/infobox-properties_lang=fr.ttl.bz2")):
+    with pytest.raises(parse_inputs.CorruptInputError, match=re.escape("fr/infobox-properties_lang=fr.ttl.bz2")):
         parse.run(spark, settings, "truncated")
     assert not (root / "parsed" / "truncated").exists()
     assert not list((root / "parsed").glob(".truncated.*"))
@@ -366,7 +399,7 @@ def test_decompression_bomb_is_refused_naming_the_file(spark, workspace):
     raw = root / "raw" / "bomb" / "fr"
     raw.mkdir(parents=True)
     (raw / "labels_lang=fr.ttl.bz2").write_bytes(bz2.compress(b"\0" * (64 << 20)))
-    with pytest.raises(parse.CorruptInputError, match=r"fr/labels_lang=fr\.ttl\.bz2: expands beyond 200x .* decompression bomb"):
+    with pytest.raises(parse_inputs.CorruptInputError, match=r"fr/labels_lang=fr\.ttl\.bz2: expands beyond 200x .* decompression bomb"):
         parse.run(spark, settings, "bomb")
     assert not (root / "parsed" / "bomb").exists() and not list((root / "parsed").glob(".bomb.*"))
 
@@ -381,6 +414,9 @@ def test_rerun_replaces_output_with_the_same_counts(spark, parsed, workspace):
     after = {name: spark.read.parquet(str(out / name)).count() for name in ("facts", "links", "rejects")}
     assert after == before
     assert not marker.exists(), "the output was replaced, not merged"
-    volatile = {"seconds", "decompress_seconds", "lines_per_second"}
+    facts = spark.read.parquet(str(out / "facts"))
+    assert facts.select("s_iri", "p_iri", "o_iri").distinct().count() == after["facts"], "no duplicate facts"
+    assert spark.read.parquet(str(out / "links")).select("s_iri", "o_iri").distinct().count() == after["links"], "no duplicate links"
+    volatile = {"seconds", "decompress_seconds", "scan_seconds", "lines_per_second"}
     assert {k: v for k, v in second.items() if k not in volatile} == {k: v for k, v in first.items() if k not in volatile}
     assert is_complete(out)

@@ -42,7 +42,8 @@ def prepared(tmp_path_factory: pytest.TempPathFactory, sample_mirror: Path):
     """Raw dumps cut from the sample mirror, plus two boundary-length facts; then every stage once."""
     data_root = tmp_path_factory.mktemp("prepare") / "var"
     settings = load_settings({"paths": {"data_root": str(data_root), "cache_dir": str(PROJECT_ROOT / "var/cache")},
-                              "model": {"base": "tiny"}, "spark": {"shuffle_partitions": 4}})
+                              "model": {"base": "tiny"}, "spark": {"shuffle_partitions": 4},
+                              "prepare": {"max_tokens_by_lang": {"en": 31}}})
     tokenizer = load_tokenizer(ensure_base_model(settings))
     name29, name30 = boundary_names(tokenizer)
     source = sample_mirror / "databus/dbpedia/generic"
@@ -79,7 +80,7 @@ def test_sequence_ids_and_lengths_match_the_tokenizer(prepared):
     for (_, row), enc in zip(triples.iterrows(), expected):
         assert list(row.prefix_ids) == enc.prefix_ids and list(row.object_ids) == enc.object_ids
         assert row.n_tokens == enc.n_tokens == len(enc.prefix_ids) + len(enc.object_ids) + 1
-    assert frame.n_tokens.max() < settings.prepare.max_tokens
+    assert frame.n_tokens.max() < max(settings.prepare.max_tokens, *settings.prepare.max_tokens_by_lang.values())
     counts = stats["sequences"]["by_kind_and_lang"]
     assert counts["triple"]["fr"]["kept"] == int((frame[(frame.kind == "triple") & (frame.lang == "fr")]).shape[0])
     assert stats["sequences"]["dropped_by_length"] == sum(c["dropped"] for langs in counts.values() for c in langs.values()) > 0
@@ -90,6 +91,38 @@ def test_length_boundary_keeps_29_and_drops_30(prepared):
     frame = read(settings.paths.stage_dir("sequences", RELEASE))
     probe = frame[(frame.s == "Prixlm Test") & (frame.p == "pays")]
     assert list(probe.o) == [name29] and list(probe.n_tokens) == [29]
+
+
+def test_length_limit_per_language_and_its_shares_in_table_one(prepared):
+    """English has its own limit (31), French the paper's (30); a link takes the larger of its two languages'."""
+    settings, _, stats, _, _ = prepared
+    frame = read(settings.paths.stage_dir("sequences", RELEASE))
+    triples = frame[frame.kind == "triple"]
+    assert triples[triples.lang == "en"].n_tokens.max() == 30 and triples[triples.lang == "fr"].n_tokens.max() == 29
+    assert frame[frame.kind == "link"].n_tokens.max() <= 30
+    shares = stats["sequences"]["dropped_by_lang"]
+    counts = stats["sequences"]["by_kind_and_lang"]
+    for lang in ("en", "fr"):
+        for kind in ("triple", "link"):
+            c = counts[kind][lang]
+            assert shares[lang][f"dropped_share_{kind}"] == round(c["dropped"] / (c["kept"] + c["dropped"]), 6)
+    rows = {row["lang"]: row for row in stats["split"]["table"]}
+    assert (rows["en"]["max_tokens"], rows["fr"]["max_tokens"]) == (31, 30)
+    assert rows["fr"]["dropped_share_triple"] == shares["fr"]["dropped_share_triple"] > 0
+    assert stats["split"]["warnings"] == stats["sequences"]["warnings"]
+
+
+def test_a_language_losing_more_than_the_share_is_warned_about():
+    counts = {"triple": {"ja": {"kept": 80, "dropped": 20}, "fr": {"kept": 99, "dropped": 1}},
+              "link": {"ja": {"kept": 100, "dropped": 0}, "fr": {"kept": 10, "dropped": 0}}}
+    settings = load_settings({"prepare": {"max_tokens_by_lang": {"ja": 40}}}).prepare
+    shares, warnings = sequences.dropped_shares(counts, settings)
+    assert shares["ja"] == {"max_tokens": 40, "dropped_share": 0.1, "dropped_share_link": 0.0, "dropped_share_triple": 0.2}
+    assert len(warnings) == 1 and warnings[0].startswith("length rule: ja loses 10.00% of its sequences at >= 40 tokens")
+    strict = load_settings({"prepare": {"warn_dropped_share": 0.005}}).prepare
+    assert [w.split()[2] for w in sequences.dropped_shares(counts, strict)[1]] == ["fr", "ja"]
+    with pytest.raises(ValueError, match="max_tokens_by_lang"):
+        load_settings({"prepare": {"max_tokens_by_lang": {"xx": 40}}})
 
 
 def test_split_is_disjoint_leak_free_and_ten_percent(prepared):

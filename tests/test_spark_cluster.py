@@ -4,17 +4,12 @@ from __future__ import annotations
 
 import bz2
 import json
-import os
-import signal
-import socket
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
-import pyspark
+from jobs import spark_cluster
 from prixlm_model.config import PROJECT_ROOT, load_settings
 from jobs.runtime import code_archive, service_environment
 
@@ -22,54 +17,11 @@ pytestmark = pytest.mark.slow
 RELEASE = "2016.10.01"
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def wait_for_port(port: int, process: subprocess.Popen, timeout_s: float = 90) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"process exited with {process.returncode}")
-        with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.5)
-    raise TimeoutError(f"port {port} not open after {timeout_s}s")
-
-
 @pytest.fixture
 def standalone_cluster(tmp_path: Path):
     """A Spark master and one 2-core worker, started from the pyspark install, stopped at teardown."""
-    spark_home = Path(pyspark.__file__).parent
-    env = {**os.environ, "SPARK_HOME": str(spark_home), "SPARK_LOCAL_IP": "127.0.0.1", "SPARK_DAEMON_MEMORY": "512m",
-           "SPARK_WORKER_DIR": str(tmp_path / "work"), "PYSPARK_PYTHON": sys.executable}
-    port, ui_port, worker_ui = free_port(), free_port(), free_port()
-    spark_class = str(spark_home / "bin" / "spark-class")
-    logs = [(tmp_path / name).open("w") for name in ("master.log", "worker.log")]
-    master = subprocess.Popen([spark_class, "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1", "--port", str(port),
-                               "--webui-port", str(ui_port)], env=env, stdout=logs[0], stderr=subprocess.STDOUT, start_new_session=True)
-    processes = [master]
-    try:
-        wait_for_port(port, master)
-        worker = subprocess.Popen([spark_class, "org.apache.spark.deploy.worker.Worker", "--host", "127.0.0.1", "--cores", "2",
-                                   "--memory", "2g", "--webui-port", str(worker_ui), f"spark://127.0.0.1:{port}"],
-                                  env=env, stdout=logs[1], stderr=subprocess.STDOUT, start_new_session=True)
-        processes.append(worker)
-        deadline = time.monotonic() + 60
-        while "Successfully registered with master" not in (tmp_path / "worker.log").read_text():
-            assert time.monotonic() < deadline, (tmp_path / "worker.log").read_text()[-2000:]
-            time.sleep(0.5)
-        yield f"spark://127.0.0.1:{port}"
-    finally:
-        for process in reversed(processes):
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-                process.wait(timeout=30)
-        for handle in logs:
-            handle.close()
+    with spark_cluster.standalone_cluster(tmp_path, workers=1, cores=2, memory="2g") as master:
+        yield master
 
 
 def test_parse_runs_on_a_standalone_cluster(tmp_path, sample_mirror, standalone_cluster):
