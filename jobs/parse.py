@@ -631,6 +631,14 @@ def _ontology_labels(path: str, mtime: float) -> tuple[tuple[str, str, str], ...
     return tuple((iri, lang, text) for (iri, lang), text in sorted(best.items()))
 
 
+def ontology_labels(ontology: Path) -> dict[tuple[str, str], str]:
+    """``(dbo: property IRI, lang) -> rdfs:label`` (one per pair, the smallest); empty, with a warning, without the file."""
+    if not ontology.exists():
+        log.warning("ontology %s not found: dbo: relations are named by their local name", ontology)
+        return {}
+    return {(iri, lang): text for iri, lang, text in _ontology_labels(str(ontology), ontology.stat().st_mtime)}
+
+
 def relation_labels(spark: SparkSession, ontology: Path) -> DataFrame:
     """``p_iri, lang, p_label`` for the ontology's properties (read once per driver process)."""
     schema = T.StructType([T.StructField(n, T.StringType(), False) for n in ("p_iri", "lang", "p_label")])

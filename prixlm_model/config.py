@@ -203,6 +203,7 @@ class EvalSettings(_Section):
     queries_per_batch: int = Field(8, ge=1)  # queries decoded together: every hypothesis of all of them in one forward per step
     head_rows: int = Field(128, ge=1)  # hypotheses per chunk of the 250k-row LM head, bounding the logits' memory
     filter_in_search: bool = False  # also remove known true objects (other than the gold) from the trie during the search, not only from the ranked list
+    filters: list[Literal["all", "train"]] = Field(default_factory=lambda: ["all"])  # filtered settings, a table row each: "all" removes every true object of train, valid and test (ours); "train" only train's (KEnS's and SS-AGA's code; needs known/ with a split column, as jobs.import_benchmark writes). The search and filter_in_search use the first
     precision: Literal["fp32", "bf16"] = "fp32"  # fp32: exact (the reference); bf16: autocast encoder and head, faster, top-10 agreement reported by the benchmark
     device: str = "auto"  # where decoding runs: "auto" (CUDA when present), "cpu" or "cuda[:n]"; model, trie and KV cache all live there
     full_rank: bool = True  # also rank the gold among ALL candidates (exact, by a search pruned at the gold's NLL), beside the beam
@@ -221,6 +222,13 @@ class EvalSettings(_Section):
     baseline_lr: float = Field(0.001, gt=0)  # Adam learning rate
     baseline_negatives: int = Field(16, ge=1)  # negative samples per positive (basic sampler, corrupting heads and tails)
     seed: int = 1234  # baseline training seed
+
+    @field_validator("filters")
+    @classmethod
+    def _some_filters(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("eval.filters needs at least one of 'all', 'train'")
+        return list(dict.fromkeys(value))
 
     @field_validator("hits_at")
     @classmethod
@@ -267,6 +275,25 @@ class PrepareSettings(_Section):
     @field_validator("eval_languages")
     @classmethod
     def _known_eval_languages(cls, value: list[str]) -> list[str]:
+        return known_languages(value)
+
+
+class BenchmarkSettings(_Section):
+    start: Literal["dbpedia", "dbp-5l"] = "dbpedia"  # where prix_lm_full starts: DBpedia dumps (acquire, parse, sequences, split), or a published split imported as the release of that name (jobs.import_benchmark)
+    dbp5l_dir: Path = Path("../shared/data/dbp-5l")  # KEnS's DBP-5L (entity/, relations.txt, kg/<lang>-{train,val,test}.tsv, seed_alignlinks/; .xz or plain)
+    languages: list[str] = Field(default_factory=lambda: ["el", "en", "es", "fr", "ja"])  # DBP-5L languages imported (those with kg/ files); all of them are evaluated
+    max_triples: int = Field(0, ge=0)  # keep the first N lines of every kg/ file (a slice for smoke runs, released as "<name>-first<N>"); 0: all
+
+    @field_validator("dbp5l_dir")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        return value if value.is_absolute() else (PROJECT_ROOT / value).resolve()
+
+    @field_validator("languages")
+    @classmethod
+    def _known_languages(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("benchmark.languages needs at least one language")
         return known_languages(value)
 
 
@@ -423,6 +450,7 @@ class Settings(BaseSettings):
     eval: EvalSettings = Field(default_factory=EvalSettings)
     spark: SparkSettings = Field(default_factory=SparkSettings)
     prepare: PrepareSettings = Field(default_factory=PrepareSettings)
+    benchmark: BenchmarkSettings = Field(default_factory=BenchmarkSettings)
     mlflow: MlflowSettings = Field(default_factory=MlflowSettings)
     train: TrainSettings = Field(default_factory=TrainSettings)
     tasks: TasksSettings = Field(default_factory=TasksSettings)
@@ -460,6 +488,7 @@ def load_settings(overrides: dict[str, Any] | None = None) -> Settings:
 # schema of each Param is the setting's own (type, enum, bounds), so the form rejects what
 # load_settings would reject (FAULTS 29).
 DAG_PARAMS: dict[str, str] = {
+    "start": "benchmark.start",
     "release": "acquire.release",
     "languages": "acquire.languages",
     "source": "acquire.source",
@@ -469,6 +498,7 @@ DAG_PARAMS: dict[str, str] = {
     "max_steps": "train.max_steps",
     "beam_size": "eval.beam_size",
     "max_test_queries": "eval.max_test_queries",
+    "filters": "eval.filters",
     "accept_threshold": "construct.accept_threshold",
     "review_threshold": "construct.review_threshold",
     "construct_queries": "construct.max_queries",
