@@ -14,7 +14,9 @@ evaluated language of the split:
   ``entities/``) with the same filter (``known/``: every true object but the gold) and the same
   tie policy (realistic) as Prix-LM; PyKEEN's own filtered figures are kept beside them;
 - filtered Hits@k and MRR, the number of queries, how long each model trained, the tie policy and
-  the filter hash, so that every row of a language is checkably scored the same way.
+  the filter hash, so that every row of a language is checkably scored the same way;
+- a row per filter of ``eval.filters`` (``filter``: ``train+valid+test``, ours, or ``train``, as
+  KEnS's and SS-AGA's code), all from one search per model.
 
 The Airflow task calls ``run(settings, release, default_models(settings, release), dag_run_id)``.
 Run ``python -m jobs.evaluate --release R [--model LABEL=FOLDER] [--single LANG=FOLDER]``.
@@ -145,12 +147,13 @@ def prixlm_rows(label: str, folder: Path, data: LanguageData, settings: Settings
     for inside in ([False, True] if settings.eval.filter_in_search else [False]):
         eval_settings = settings.eval.model_copy(update={"filter_in_search": inside})
         metrics = evaluate_link_prediction(model, tokenizer, data.tables, eval_settings, candidates).metrics
-        rows.append(
-            table_row(data.lang, label, metrics, settings.eval.hits_at, train_seconds, training, metrics["seconds"])
-            | {"misses": metrics["misses"], "filter_in_search": inside, "filter_hash": metrics["filter_hash"]}
-            | {key: metrics[key] for key in full_rank_columns(settings.eval.hits_at) if key in metrics}
-        )
-        log.info("%s %s (filter_in_search=%s): %s", data.lang, label, inside, {k: rows[-1][k] for k in ("hits@1", "mrr", "queries")})
+        for name, figures in metrics["by_filter"].items():
+            rows.append(
+                table_row(data.lang, label, figures | {"queries": metrics["queries"]}, settings.eval.hits_at, train_seconds, training, metrics["seconds"], name)
+                | {"misses": figures["misses"], "filter_in_search": inside, "filter_hash": figures["filter_hash"]}
+                | {key: figures[key] for key in full_rank_columns(settings.eval.hits_at) if key in figures}
+            )
+            log.info("%s %s (filter %s, filter_in_search=%s): %s", data.lang, label, name, inside, {k: rows[-1][k] for k in ("hits@1", "mrr", "queries")})
     return rows
 
 
@@ -185,10 +188,10 @@ def kge_ranks(result: dict[str, Any], queries, truths: dict[tuple[str, str], set
     return ranks
 
 
-def baseline_row(name: str, data: LanguageData, settings: Settings, filter_hash: str, scratch: Path) -> dict[str, Any]:
-    """Train ``name`` on the language's train triples and score it like Prix-LM."""
+def baseline_rows(name: str, data: LanguageData, settings: Settings, scratch: Path) -> list[dict[str, Any]]:
+    """Train ``name`` on the language's train triples and score it like Prix-LM: a row per filter of ``eval.filters``."""
     from prixlm_model.baselines import labeled_triples, train_and_evaluate
-    from prixlm_model.evaluation import full_rank_queries, known_objects, ranking_metrics
+    from prixlm_model.evaluation import filter_hash, filter_known, full_rank_queries, known_objects, ranking_metrics
 
     started = time.perf_counter()
     candidate_iris = data.tables.entities.column("iri").to_pylist()
@@ -201,20 +204,24 @@ def baseline_row(name: str, data: LanguageData, settings: Settings, filter_hash:
         checkpoint_dir=scratch,
         extra_entities=candidate_iris,
     )
-    ranks = kge_ranks(result, data.tables.test, known_objects(data.tables.known), candidate_iris, settings.eval.baseline_eval_batch_size)
-    metrics = {**ranking_metrics(ranks, settings.eval.hits_at), "queries": len(ranks)}
-    if settings.eval.full_rank:  # KGE ranks are full ranks already: the same queries Prix-LM's full rank uses
-        candidates = set(candidate_iris)
-        chosen = full_rank_queries([o in candidates for o in data.tables.test.column("o_iri").to_pylist()], settings.eval.full_rank_max_queries)
-        full = {f"full_rank_{key}": value for key, value in ranking_metrics([ranks[q] for q in chosen], settings.eval.hits_at).items()}
-        metrics |= full | {"full_rank_queries": len(chosen), "full_rank_unresolved": 0}
     stopped = "early stop" if result["stopped_early"] else "epoch cap"
     training = f"{result['epochs']} epochs ({stopped}), best epoch {result['best_epoch']}"
-    row = table_row(data.lang, name, metrics, settings.eval.hits_at, result["train_seconds"], training, time.perf_counter() - started)
     pykeen = {f"pykeen_{key}": result[key] for key in ("mrr", *(f"hits@{k}" for k in settings.eval.hits_at))}
-    log.info("%s %s: %s", data.lang, name, {k: row[k] for k in ("hits@1", "mrr", "queries", "train_seconds")})
-    full = {key: metrics[key] for key in full_rank_columns(settings.eval.hits_at) if key in metrics}
-    return row | {"misses": sum(math.isinf(r) for r in ranks), "filter_in_search": False, "filter_hash": filter_hash, **full, **pykeen}
+    rows = []
+    for filter_name in settings.eval.filters:
+        known = filter_known(data.tables.known, filter_name)
+        ranks = kge_ranks(result, data.tables.test, known_objects(known), candidate_iris, settings.eval.baseline_eval_batch_size)
+        metrics = {**ranking_metrics(ranks, settings.eval.hits_at), "queries": len(ranks)}
+        if settings.eval.full_rank:  # KGE ranks are full ranks already: the same queries Prix-LM's full rank uses
+            candidates = set(candidate_iris)
+            chosen = full_rank_queries([o in candidates for o in data.tables.test.column("o_iri").to_pylist()], settings.eval.full_rank_max_queries)
+            full = {f"full_rank_{key}": value for key, value in ranking_metrics([ranks[q] for q in chosen], settings.eval.hits_at).items()}
+            metrics |= full | {"full_rank_queries": len(chosen), "full_rank_unresolved": 0}
+        row = table_row(data.lang, name, metrics, settings.eval.hits_at, result["train_seconds"], training, time.perf_counter() - started, filter_name)
+        log.info("%s %s (filter %s): %s", data.lang, name, filter_name, {k: row[k] for k in ("hits@1", "mrr", "queries", "train_seconds")})
+        full = {key: metrics[key] for key in full_rank_columns(settings.eval.hits_at) if key in metrics}
+        rows.append(row | {"misses": sum(math.isinf(r) for r in ranks), "filter_in_search": False, "filter_hash": filter_hash(known), **full, **pykeen})
+    return rows
 
 
 def full_rank_columns(hits_at: Sequence[int]) -> list[str]:
@@ -222,11 +229,15 @@ def full_rank_columns(hits_at: Sequence[int]) -> list[str]:
     return [*(f"full_rank_hits@{k}" for k in hits_at), "full_rank_mrr", "full_rank_queries", "full_rank_unresolved", "search_errors"]
 
 
-def table_row(lang: str, model: str, metrics: dict, hits_at: Sequence[int], train_seconds: float | None, training: str, seconds: float) -> dict[str, Any]:
-    """One model's row: the metric columns first, then how it was obtained."""
+def table_row(lang: str, model: str, metrics: dict, hits_at: Sequence[int], train_seconds: float | None, training: str, seconds: float,
+              filter_name: str) -> dict[str, Any]:
+    """One model's row under one filter: the metric columns first, then how it was obtained."""
+    from prixlm_model.evaluation import FILTER_LABELS
+
     return {
         "lang": lang,
         "model": model,
+        "filter": FILTER_LABELS[filter_name],
         **{f"hits@{k}": round(float(metrics[f"hits@{k}"]), 6) for k in hits_at},
         "mrr": round(float(metrics["mrr"]), 6),
         "queries": int(metrics["queries"]),
@@ -238,9 +249,10 @@ def table_row(lang: str, model: str, metrics: dict, hits_at: Sequence[int], trai
 
 
 def filter_effect(rows: list[dict[str, Any]], hits_at: Sequence[int]) -> dict[str, dict[str, dict[str, float]]]:
-    """Per language and model, (with filter_in_search) - (without) for each metric."""
+    """Per language and model, (with filter_in_search) - (without) for each metric, under the first filter."""
     metrics = [*(f"hits@{k}" for k in hits_at), "mrr"]
-    by_key = {(row["lang"], row["model"], row["filter_in_search"]): row for row in rows}
+    first = rows[0]["filter"] if rows else None
+    by_key = {(row["lang"], row["model"], row["filter_in_search"]): row for row in rows if row["filter"] == first}
     effect: dict[str, dict[str, dict[str, float]]] = {}
     for (lang, model, inside), row in by_key.items():
         if inside and (lang, model, False) in by_key:
@@ -255,12 +267,12 @@ def slug(label: str) -> str:
 
 
 def mlflow_stats(report: dict[str, Any]) -> dict[str, Any]:
-    """The report's numbers under MLflow-safe names: ``<lang>.<model>[_fis].<metric>``."""
+    """The report's numbers under MLflow-safe names: ``<lang>.<model>[_fis][_filter_train].<metric>``."""
     metrics = [*(f"hits@{k}" for k in report["settings"]["hits_at"]), "mrr", "queries", "train_seconds", "eval_seconds",
                *full_rank_columns(report["settings"]["hits_at"])]
     stats: dict[str, Any] = {}
     for row in report["rows"]:
-        model = slug(row["model"]) + ("_fis" if row["filter_in_search"] else "")
+        model = slug(row["model"]) + ("_fis" if row["filter_in_search"] else "") + ("" if row["filter"] == "train+valid+test" else f"_filter_{slug(row['filter'])}")
         stats.setdefault(row["lang"], {})[model] = {slug(m): row[m] for m in metrics if row.get(m) is not None}
     for lang, split in report["split"].items():
         stats.setdefault(lang, {})["split"] = split
@@ -270,9 +282,10 @@ def mlflow_stats(report: dict[str, Any]) -> dict[str, Any]:
 def markdown(report: dict[str, Any]) -> str:
     """A Table 1-like table per language, with what every figure depends on."""
     hits_at = report["settings"]["hits_at"]
-    shown = [*(f"hits@{k}" for k in hits_at), "mrr", "queries", "misses", *full_rank_columns(hits_at), "train_seconds", "training", "filter_in_search"]
+    shown = ["filter", *(f"hits@{k}" for k in hits_at), "mrr", "queries", "misses", *full_rank_columns(hits_at), "train_seconds", "training", "filter_in_search"]
     parts = [f"# Link prediction, release {report['release']}\n",
-             f"Tail prediction, filtered with every known true object (train, valid, test) but the gold; "
+             f"Tail prediction, filtered (the filter column): train+valid+test removes every known true object but the gold (ours), "
+             f"train only the train split's (KEnS's and SS-AGA's code); "
              f"tie policy: realistic (1 + better + equal/2). For Prix-LM, hits@k and mrr are beam-truncated: a gold the beam never "
              f"reaches is a miss (reciprocal rank 0); the full_rank_* columns rank the gold among all candidates (exact, on the first "
              f"full_rank_queries queries whose gold is a candidate, the same queries for every model; unresolved: over the search budget), "
@@ -284,7 +297,8 @@ def markdown(report: dict[str, Any]) -> str:
         split = report["split"][lang]
         parts.append(f"## {lang}\n")
         parts.append(f"{split['queries']} queries of {split['test_triples']} test triples ({split['leaks_removed']} inverse leaks removed by the split); "
-                     f"{split['candidates']} candidate entities; filter hash `{rows[0]['filter_hash'][:16] if rows else ''}`.\n")
+                     f"{split['candidates']} candidate entities; filter hashes " +
+                     ", ".join(f"{name} `{digest[:16]}`" for name, digest in dict.fromkeys((row["filter"], row["filter_hash"]) for row in rows)) + ".\n")
         parts.append(as_markdown([{"model": row["model"], **{key: fmt(row.get(key)) for key in shown}} for row in rows]))
         for model, delta in report["filter_in_search_effect"].get(lang, {}).items():
             parts.append(f"Effect of filter_in_search on {model}: " + ", ".join(f"{m} {d:+.4f}" for m, d in delta.items()) + "\n")
@@ -320,8 +334,6 @@ def write_report(folder: Path, report: dict[str, Any]) -> list[Path]:
 
 def run(settings: Settings, release: str, models: ModelFolders, dag_run_id: str | None = None) -> dict[str, Any]:
     """Evaluate every model on every evaluated language of the split; write and log the report."""
-    from prixlm_model.evaluation import filter_hash
-
     started = time.perf_counter()
     if dag_run_id:  # before the heavy work, not after it (FAULTS 27)
         from prixlm_model.tracking import require_reachable
@@ -347,10 +359,9 @@ def run(settings: Settings, release: str, models: ModelFolders, dag_run_id: str 
             folder = model_folder(models, label, lang)
             if folder is not None:
                 rows += prixlm_rows(label, folder, data, settings)
-        known_hash = filter_hash(data.tables.known)
         with tempfile.TemporaryDirectory(dir=scratch_root) as scratch:
             for name in settings.eval.baselines:
-                rows.append(baseline_row(name, data, settings, known_hash, Path(scratch)))
+                rows += baseline_rows(name, data, settings, Path(scratch))
     report = {
         "release": release,
         "languages": languages,

@@ -262,7 +262,9 @@ def import_split(settings: Settings, name: str, release: str | None = None) -> d
         unique_known = sorted(set(known))
         write_parquet(staging / "known", pa.table({key: [row[i] for row in unique_known] for i, key in enumerate(("lang", "s_iri", "p_iri", "o_iri", "split"))}))
         for lang in cfg.languages:
-            first = dict(zip(reversed(published.entities[lang]), reversed(entity_names[lang])))  # one row per IRI, its first id's name
+            first: dict[str, str] = {}  # one row per IRI, in id order
+            for iri, entity_name in zip(published.entities[lang], entity_names[lang]):
+                first.setdefault(iri, entity_name)
             write_parquet(staging / "entities" / f"lang={lang}", pa.table({"iri": list(first), "name": list(first.values())}))
         rows = table_one(counts, published, cfg.languages)
         stats = {
