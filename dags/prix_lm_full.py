@@ -11,6 +11,10 @@ induction (Mirror-BERT embeddings) and knowledge probing. Trigger it from the UI
 `dbpedia_refresh` start it when a new release appears. Every task writes its own folder for the
 release under the data root, so a re-run replaces its outputs instead of duplicating them; every
 stage's statistics go to this run's MLflow run.
+
+With `start` = `dbp-5l` the run starts from a published split instead: `import_benchmark` writes
+KEnS's DBP-5L as the release `dbp-5l` in the split's contract (acquire, parse, sequences and split
+are skipped), and `published` sets the evaluation beside the Hits@1 that KEnS and SS-AGA published.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from prixlm_model.config import load_settings, param_schemas
 from prixlm_model.runtime import spark_job_kwargs
 
 RELEASE = "{{ ti.xcom_pull(task_ids='acquire') }}"
+RUN_RELEASE = "{{ ti.xcom_pull(task_ids='release') }}"  # acquired or imported: what shards and later tasks work on
 TASKS = load_settings().tasks
 
 
@@ -54,6 +59,34 @@ def prix_lm_full():
 
         context = get_current_context()
         return run(load_settings(overrides_from_params(context["params"])), context["run_id"], context["dag"].dag_id)
+
+    @task.branch
+    def choose_start() -> str:
+        """#### Start
+        From DBpedia's dumps (`acquire`), or from a published split (`import_benchmark`), by the `start` Param."""
+        from prixlm_model.config import overrides_from_params
+
+        start = load_settings(overrides_from_params(get_current_context()["params"])).benchmark.start
+        return "acquire" if start == "dbpedia" else "import_benchmark"
+
+    @task
+    def import_benchmark() -> str:
+        """#### Import a published split
+        Write the published split named by `start` as a release in the split's contract
+        (`jobs/import_benchmark.py`). Returns the release."""
+        from jobs.import_benchmark import run
+        from prixlm_model.config import overrides_from_params
+
+        context = get_current_context()
+        settings = load_settings(overrides_from_params(context["params"]))
+        return run(settings, settings.benchmark.start, context["run_id"])
+
+    @task(trigger_rule="none_failed_min_one_success")
+    def release() -> str:
+        """#### Release
+        The release this run works on: the one acquired, or the published split imported."""
+        ti = get_current_context()["ti"]
+        return ti.xcom_pull(task_ids="import_benchmark") or ti.xcom_pull(task_ids="acquire")
 
     @task
     def package_code() -> str:
@@ -110,6 +143,19 @@ def prix_lm_full():
         context = get_current_context()
         settings = load_settings(overrides_from_params(context["params"]))
         run(settings, release, default_models(settings, release), context["run_id"])
+        return str(settings.paths.stage_dir("reports", release))
+
+    @task
+    def published(release: str) -> str:
+        """#### Published figures
+        For a published split, our rows beside the literature's (`jobs/published.py`): CSV and
+        Markdown in `reports/<release>/` and MLflow. Nothing for a DBpedia release."""
+        from jobs.published import run
+        from prixlm_model.config import overrides_from_params
+
+        context = get_current_context()
+        settings = load_settings(overrides_from_params(context["params"]))
+        run(settings, release, dag_run_id=context["run_id"])
         return str(settings.paths.stage_dir("reports", release))
 
     @task  # only after a successful run (a trailing "all_done" task would also turn a failed run green)
@@ -170,21 +216,27 @@ def prix_lm_full():
     settings = load_settings()
     spark_jobs = [
         SparkSubmitOperator(task_id=job, doc_md=f"#### {job}\nSee `jobs/{job}.py`.", **spark_job_kwargs(settings, job, RELEASE, "{{ run_id }}"))
-        for job in ("parse", "sequences", "split", "shards")
+        for job in ("parse", "sequences", "split")
     ]
-    release = acquire()
-    [release, package_code()] >> spark_jobs[0]
+    shards = SparkSubmitOperator(task_id="shards", doc_md="#### shards\nSee `jobs/shards.py`.", trigger_rule="none_failed_min_one_success",
+                                 **spark_job_kwargs(settings, "shards", RUN_RELEASE, "{{ run_id }}"))
+    acquired, imported, code = acquire(), import_benchmark(), package_code()
+    choose_start() >> [acquired, imported]
+    run_release = release()
+    [acquired, imported] >> run_release
+    [acquired, code] >> spark_jobs[0]
     for upstream, downstream in zip(spark_jobs, spark_jobs[1:]):
         upstream >> downstream
-    trained = pretrain(release)
-    spark_jobs[-1] >> trained
-    languages = single_languages(release)
-    spark_jobs[-1] >> languages  # the language list reads the split
-    singles = pretrain_single.partial(release=release).expand(language=languages)
-    evaluated, constructed = evaluate(release), construct(release)
-    similar, probed = similarity(release), probe(release)
+    [spark_jobs[-1], run_release, code] >> shards  # after split, or straight after the import
+    trained = pretrain(run_release)
+    shards >> trained
+    languages = single_languages(run_release)
+    shards >> languages  # the language list reads the split
+    singles = pretrain_single.partial(release=run_release).expand(language=languages)
+    evaluated, compared, constructed = evaluate(run_release), published(run_release), construct(run_release)
+    similar, probed = similarity(run_release), probe(run_release)
     # one after the other: on a laptop each of them uses every core
-    trained >> singles >> evaluated >> constructed >> similar >> probed >> retention(release)
+    trained >> singles >> evaluated >> compared >> constructed >> similar >> probed >> retention(run_release)
 
 
 prix_lm_full()
