@@ -191,6 +191,12 @@ def sequence_table(rows: list[dict[str, Any]], encoded: list[Any]) -> pa.Table:
     return pa.table(columns, schema=SEQUENCE_SCHEMA)
 
 
+def length_rule(table: pa.Table, max_tokens: int) -> tuple[pa.Table, int]:
+    """The rows under ``max_tokens`` tokens (the 30-token rule), and how many the rule would drop."""
+    long = pc.greater_equal(table["n_tokens"], max_tokens)
+    return table.filter(pc.invert(long)), pc.sum(long).as_py() or 0
+
+
 def write_parquet(folder: Path, table: pa.Table) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     pq.write_table(table, folder / "part-00000.parquet")
@@ -218,26 +224,24 @@ def import_split(settings: Settings, name: str, release: str | None = None) -> d
     for lang in cfg.languages:
         iris, names = published.entities[lang], entity_names[lang]
         test_keys = {(iris[h], published.relations[r], iris[t]) for h, r, t in published.triples[(lang, "test")]}
-        per: dict[str, Any] = {"entities": len(set(iris)), "entity_ids_sharing_an_iri": len(iris) - len(set(iris))}
+        per: dict[str, Any] = {"entities": len(set(iris)), "entity_ids_sharing_an_iri": len(iris) - len(set(iris)), "held_out_copies_removed": 0}
         for part in ("train", "valid", "test"):
             rows = []
             for h, r, t in published.triples[(lang, part)]:
                 key = (iris[h], published.relations[r], iris[t])
                 known.append((lang, *key, part))
                 if part != "test" and key in test_keys:  # only through ids sharing an IRI: the test triple stays, its copy leaves train
-                    per["held_out_copies_removed"] = per.get("held_out_copies_removed", 0) + 1
+                    per["held_out_copies_removed"] += 1
                     continue
                 rows.append({"kind": "triple", "lang": lang, "s_lang": lang, "o_lang": lang, "s_iri": key[0], "p_iri": key[1], "o_iri": key[2],
                              "s": names[h], "p": relation_names[lang][r], "o": names[t]})
             table = sequence_table(rows, encode_triples(tokenizer, [x["s"] for x in rows], [x["p"] for x in rows], [x["o"] for x in rows]))
-            long = pc.greater_equal(table["n_tokens"], max_tokens)
-            dropped = pc.sum(long).as_py() or 0
-            if part == "test":
+            kept, dropped = length_rule(table, max_tokens)
+            if part == "test":  # the published test set stays whole: the rule only counts
                 per["test"] = {"evaluated": table.num_rows, "over_length": dropped}
             else:
-                per[part] = {"kept": table.num_rows - dropped, "dropped": dropped}
-                table = table.filter(pc.invert(long))
-            parts[part].append(table)
+                per[part] = {"kept": kept.num_rows, "dropped": dropped}
+            parts[part].append(table if part == "test" else kept)
         counts[lang] = per
     for (a, b), pairs in sorted(published.links.items()):
         for s_lang, o_lang, order in ((a, b, 0), (b, a, 1)):  # both directions, as parse writes owl:sameAs
@@ -246,11 +250,11 @@ def import_split(settings: Settings, name: str, release: str | None = None) -> d
                      "p_iri": OWL_SAME_AS, "o_iri": published.entities[o_lang][o], "s": entity_names[s_lang][s], "p": "",
                      "o": entity_names[o_lang][o]} for s, o in ends]
             table = sequence_table(rows, encode_links(tokenizer, [x["s"] for x in rows], [s_lang] * len(rows), [o_lang] * len(rows), [x["o"] for x in rows]))
-            long = pc.greater_equal(table["n_tokens"], max_tokens)
+            kept, dropped = length_rule(table, max_tokens)
             link = counts[s_lang].setdefault("link", {"kept": 0, "dropped": 0})
-            link["dropped"] += pc.sum(long).as_py() or 0
-            link["kept"] += table.num_rows - (pc.sum(long).as_py() or 0)
-            parts["link"].append(table.filter(pc.invert(long)))
+            link["kept"] += kept.num_rows
+            link["dropped"] += dropped
+            parts["link"].append(kept)
 
     with atomic_output(settings.paths.stage_dir("split", release)) as staging:
         write_parquet(staging / "train" / "kind=triple", pa.concat_tables(parts["train"]).drop(["kind"]))
