@@ -17,7 +17,7 @@ from jobs.split import as_csv, as_markdown
 
 def write_report(folder: Path, name: str, rows: list[dict[str, Any]] | None, text: str, suffix: str = "md") -> list[Path]:
     """``<name>.csv`` from ``rows`` (when given) and ``<name>.<suffix>`` from ``text``; their paths."""
-    from prixlm_model.training import write_atomically
+    from prixlm_model.checkpoints import write_atomically
 
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
