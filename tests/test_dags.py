@@ -212,5 +212,7 @@ def test_refresh_with_the_source_unreachable_starts_nothing(airflow):
 def test_param_schema_matches_settings():
     schemas = param_schemas()
     assert schemas["source"]["enum"] == ["databus", "classic", "mirror"]
+    assert schemas["start"]["enum"] == ["dbpedia", "dbp-5l"] and schemas["start"]["default"] == "dbpedia"
+    assert schemas["filters"]["items"]["enum"] == ["all", "train"] and schemas["filters"]["default"] == ["all"]
     assert "en" in schemas["languages"]["items"]["enum"] and "xx" not in schemas["languages"]["items"]["enum"]
     assert schemas["release"]["default"] == load_settings().acquire.release
