@@ -74,6 +74,23 @@ QUICK: dict[str, Any] = {
 }
 
 
+def exported_models(settings, release: str) -> dict[str, Any]:
+    """The models an earlier full run of this benchmark exported (All, and Single per language it reached)."""
+    root = settings.paths.stage_dir("models", release)
+    found: dict[str, Any] = {}
+    for folder in sorted(root.glob(f"prixlm-{release}-*")) if root.is_dir() else []:
+        if not (folder / "config.json").is_file():
+            continue
+        tail = folder.name.removeprefix(f"prixlm-{release}-")
+        if tail.startswith("single-"):
+            found.setdefault(SINGLE, {})[tail.split("-")[1]] = folder
+        else:
+            found[ALL] = folder
+    if ALL not in found:
+        raise SystemExit(f"no exported Prix-LM (All) under {root}: run the benchmark without --evaluate-only first")
+    return found
+
+
 def ratios(result: dict[str, Any]) -> dict[str, float | None]:
     """Hits@1 of Prix-LM (All) over KEnS's published Hits@1, per language (train filter, as KEnS)."""
     return {lang: round(pair["all"] / pair["kens"], 4) if pair["all"] is not None and pair["kens"] else None
@@ -88,6 +105,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--queries", type=int, default=BUDGET["max_test_queries"], help="test queries per language (0: every one)")
     parser.add_argument("--beam-size", type=int, default=BUDGET["beam_size"], help="K of the beam search")
     parser.add_argument("--baseline-epochs", type=int, default=BUDGET["baseline_max_epochs"], help="epoch cap of TransE and RotatE")
+    parser.add_argument("--evaluate-only", action="store_true", help="reuse the imported split and the models an earlier full run exported")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     pipeline = load_settings()
@@ -105,13 +123,16 @@ def main(argv: list[str] | None = None) -> None:
     started = time.perf_counter()
 
     phase = time.perf_counter()
-    release = import_split(settings, BENCHMARK)["release"]
+    release = BENCHMARK if args.evaluate_only else import_split(settings, BENCHMARK)["release"]
     timings["import"] = round(time.perf_counter() - phase, 1)
-    if args.quick:
+    models: dict[str, Any]
+    if args.evaluate_only:
+        models = exported_models(settings, release)
+    elif args.quick:
         from prixlm_model.base_model import ensure_base_model
 
         base = ensure_base_model(settings)
-        models: dict[str, Any] = {ALL: base, SINGLE: {lang: base for lang in LANGUAGES}}
+        models = {ALL: base, SINGLE: {lang: base for lang in LANGUAGES}}
     else:
         from jobs import shards
         from jobs.stage import spark_session
