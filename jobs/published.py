@@ -124,8 +124,8 @@ def markdown(release: str, benchmark: str, rows: list[dict[str, Any]], outcome: 
     parts = [f"# {benchmark}: our models beside the published figures (release {release})\n",
              "Tail prediction, in percent. filter: `train` removes the train split's true objects only (KEnS's and SS-AGA's code), "
              "`train+valid+test` every known true object (ours). Prix-LM's hits@k are beam-truncated (a gold outside the beam is a miss); "
-             "X
-             "PyKEEN's own figure over every test triple (filter train+valid+test). Empty published cells: no figure we could source.\n"]
+             "full_rank_hits@1 ranks the gold among every candidate on the first full_rank_queries queries. pykeen_hits@1: "
+             "PyKEEN's own figure on the same queries (filter train+valid+test), a check of our KGE ranks. Empty published cells: no figure we could source.\n"]
     for lang in dict.fromkeys(row["lang"] for row in rows):
         parts.append(f"## {lang}\n")
         parts.append(as_markdown([{key: "" if row[key] is None else row[key] for key in shown} for row in rows if row["lang"] == lang]))
