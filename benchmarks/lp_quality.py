@@ -138,8 +138,8 @@ def bench_settings(data_root: Path, knobs: dict[str, Any]) -> Settings:
     })
 
 
-def train_models(settings: Settings, release: str, knobs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, float]]:
-    """Prix-LM (All) and one Prix-LM (Single) per language through the deepspeed launcher.
+def train_models(settings: Settings, release: str, knobs: dict[str, Any], languages: tuple[str, ...] = tuple(LANGS)) -> tuple[dict[str, Any], dict[str, float]]:
+    """Prix-LM (All) and one Prix-LM (Single) per language of ``languages`` through the deepspeed launcher.
 
     Each benchmark run trains from the base: checkpoints and models of an earlier run (maybe
     with other knobs) are removed first, so the figures always belong to these knobs.
@@ -150,7 +150,7 @@ def train_models(settings: Settings, release: str, knobs: dict[str, Any]) -> tup
         shutil.rmtree(settings.paths.data_root / stage, ignore_errors=True)
     seconds: dict[str, float] = {}
     models: dict[str, Any] = {SINGLE: {}}
-    runs = [(ALL, None, knobs["all_steps"])] + [(SINGLE, lang, knobs["single_steps"]) for lang in LANGS]
+    runs = [(ALL, None, knobs["all_steps"])] + [(SINGLE, lang, knobs["single_steps"]) for lang in languages]
     for label, lang, steps in runs:
         started = time.perf_counter()
         train = settings.train.model_copy(update={"max_steps": steps, "single_language": lang})

@@ -196,7 +196,7 @@ def rdflib_streaming(path: Path, out: Path, settings) -> dict:
     shutil.rmtree(out, ignore_errors=True)
     started = time.perf_counter()
     ontology = settings.parse.ontology
-    labels = {(iri, lang): text for iri, lang, text in ontology_labels(str(ontology), ontology.stat().st_mtime)} if ontology.exists() else {}
+    labels = ontology_labels(ontology)
     sink = FactSink(set(settings.parse.languages) - set(settings.parse.foreign_hosts), labels)
     with open(path, "rb") as handle:
         W3CNTriplesParser(sink=sink).parse(handle)

@@ -14,7 +14,9 @@ evaluated language of the split:
   ``entities/``) with the same filter (``known/``: every true object but the gold) and the same
   tie policy (realistic) as Prix-LM; PyKEEN's own filtered figures are kept beside them;
 - filtered Hits@k and MRR, the number of queries, how long each model trained, the tie policy and
-  the filter hash, so that every row of a language is checkably scored the same way.
+  the filter hash, so that every row of a language is checkably scored the same way;
+- a row per filter of ``eval.filters`` (``filter``: ``train+valid+test``, ours, or ``train``, as
+  KEnS's and SS-AGA's code), all from one search per model.
 
 The Airflow task calls ``run(settings, release, default_models(settings, release), dag_run_id)``;
 the tables, metrics and plots are shaped by ``jobs.link_prediction_report``.
@@ -148,12 +150,13 @@ def prixlm_rows(label: str, folder: Path, data: LanguageData, settings: Settings
     for inside in ([False, True] if settings.eval.filter_in_search else [False]):
         eval_settings = settings.eval.model_copy(update={"filter_in_search": inside})
         metrics = evaluate_link_prediction(model, tokenizer, data.tables, eval_settings, candidates).metrics
-        rows.append(
-            table_row(data.lang, label, metrics, settings.eval.hits_at, train_seconds, training, metrics["seconds"])
-            | {"misses": metrics["misses"], "filter_in_search": inside, "filter_hash": metrics["filter_hash"]}
-            | {key: metrics[key] for key in full_rank_columns(settings.eval.hits_at) if key in metrics}
-        )
-        log.info("%s %s (filter_in_search=%s): %s", data.lang, label, inside, {k: rows[-1][k] for k in ("hits@1", "mrr", "queries")})
+        for name, figures in metrics["by_filter"].items():
+            rows.append(
+                table_row(data.lang, label, figures | {"queries": metrics["queries"]}, settings.eval.hits_at, train_seconds, training, metrics["seconds"], name)
+                | {"misses": figures["misses"], "filter_in_search": inside, "filter_hash": figures["filter_hash"]}
+                | {key: figures[key] for key in full_rank_columns(settings.eval.hits_at) if key in figures}
+            )
+            log.info("%s %s (filter %s, filter_in_search=%s): %s", data.lang, label, name, inside, {k: rows[-1][k] for k in ("hits@1", "mrr", "queries")})
     return rows
 
 
@@ -187,10 +190,10 @@ def kge_ranks(result: dict[str, Any], queries, truths: dict[tuple[str, str], set
     return ranks
 
 
-def baseline_row(name: str, data: LanguageData, settings: Settings, filter_hash: str, scratch: Path) -> dict[str, Any]:
-    """Train ``name`` on the language's train triples and score it like Prix-LM."""
+def baseline_rows(name: str, data: LanguageData, settings: Settings, scratch: Path) -> list[dict[str, Any]]:
+    """Train ``name`` on the language's train triples and score it like Prix-LM: a row per filter of ``eval.filters``."""
     from prixlm_model.baselines import labeled_triples, train_and_evaluate
-    from prixlm_model.evaluation import full_rank_queries, known_objects
+    from prixlm_model.evaluation import filter_hash, filter_known, full_rank_queries, known_objects
     from prixlm_model.ranking import ranking_metrics
 
     started = time.perf_counter()
@@ -204,26 +207,28 @@ def baseline_row(name: str, data: LanguageData, settings: Settings, filter_hash:
         checkpoint_dir=scratch,
         extra_entities=candidate_iris,
     )
-    ranks = kge_ranks(result, data.tables.test, known_objects(data.tables.known), candidate_iris, settings.eval.baseline_eval_batch_size)
-    metrics = {**ranking_metrics(ranks, settings.eval.hits_at), "queries": len(ranks)}
-    if settings.eval.full_rank:  # KGE ranks are full ranks already: the same queries Prix-LM's full rank uses
-        candidates = set(candidate_iris)
-        chosen = full_rank_queries([o in candidates for o in data.tables.test.column("o_iri").to_pylist()], settings.eval.full_rank_max_queries)
-        full = {f"full_rank_{key}": value for key, value in ranking_metrics([ranks[q] for q in chosen], settings.eval.hits_at).items()}
-        metrics |= full | {"full_rank_queries": len(chosen), "full_rank_unresolved": 0}
     stopped = "early stop" if result["stopped_early"] else "epoch cap"
     training = f"{result['epochs']} epochs ({stopped}), best epoch {result['best_epoch']}"
-    row = table_row(data.lang, name, metrics, settings.eval.hits_at, result["train_seconds"], training, time.perf_counter() - started)
     pykeen = {f"pykeen_{key}": result[key] for key in ("mrr", *(f"hits@{k}" for k in settings.eval.hits_at))}
-    log.info("%s %s: %s", data.lang, name, {k: row[k] for k in ("hits@1", "mrr", "queries", "train_seconds")})
-    full = {key: metrics[key] for key in full_rank_columns(settings.eval.hits_at) if key in metrics}
-    return row | {"misses": sum(math.isinf(r) for r in ranks), "filter_in_search": False, "filter_hash": filter_hash, **full, **pykeen}
+    rows = []
+    for filter_name in settings.eval.filters:
+        known = filter_known(data.tables.known, filter_name)
+        ranks = kge_ranks(result, data.tables.test, known_objects(known), candidate_iris, settings.eval.baseline_eval_batch_size)
+        metrics = {**ranking_metrics(ranks, settings.eval.hits_at), "queries": len(ranks)}
+        if settings.eval.full_rank:  # KGE ranks are full ranks already: the same queries Prix-LM's full rank uses
+            candidates = set(candidate_iris)
+            chosen = full_rank_queries([o in candidates for o in data.tables.test.column("o_iri").to_pylist()], settings.eval.full_rank_max_queries)
+            full = {f"full_rank_{key}": value for key, value in ranking_metrics([ranks[q] for q in chosen], settings.eval.hits_at).items()}
+            metrics |= full | {"full_rank_queries": len(chosen), "full_rank_unresolved": 0}
+        row = table_row(data.lang, name, metrics, settings.eval.hits_at, result["train_seconds"], training, time.perf_counter() - started, filter_name)
+        log.info("%s %s (filter %s): %s", data.lang, name, filter_name, {k: row[k] for k in ("hits@1", "mrr", "queries", "train_seconds")})
+        full = {key: metrics[key] for key in full_rank_columns(settings.eval.hits_at) if key in metrics}
+        rows.append(row | {"misses": sum(math.isinf(r) for r in ranks), "filter_in_search": False, "filter_hash": filter_hash(known), **full, **pykeen})
+    return rows
 
 
 def run(settings: Settings, release: str, models: ModelFolders, dag_run_id: str | None = None) -> dict[str, Any]:
     """Evaluate every model on every evaluated language of the split; write and log the report."""
-    from prixlm_model.evaluation import filter_hash
-
     started = time.perf_counter()
     if dag_run_id:  # before the heavy work, not after it (reliability #27)
         from prixlm_model.tracking import require_reachable
@@ -249,10 +254,9 @@ def run(settings: Settings, release: str, models: ModelFolders, dag_run_id: str 
             folder = model_folder(models, label, lang)
             if folder is not None:
                 rows += prixlm_rows(label, folder, data, settings)
-        known_hash = filter_hash(data.tables.known)
         with tempfile.TemporaryDirectory(dir=scratch_root) as scratch:
             for name in settings.eval.baselines:
-                rows.append(baseline_row(name, data, settings, known_hash, Path(scratch)))
+                rows += baseline_rows(name, data, settings, Path(scratch))
     report = {
         "release": release,
         "languages": languages,

@@ -17,6 +17,7 @@ from jobs.split import as_csv, as_markdown
 from jobs.stage import read_stats
 from prixlm_model.atomic import write_file
 from prixlm_model.config import Settings
+from prixlm_model.evaluation import FILTER_LABELS
 from prixlm_model.ranking import TIE_POLICY
 
 REPORT = "link_prediction"
@@ -28,11 +29,13 @@ def full_rank_columns(hits_at: Sequence[int]) -> list[str]:
     return [*(f"full_rank_hits@{k}" for k in hits_at), "full_rank_mrr", "full_rank_queries", "full_rank_unresolved", "search_errors"]
 
 
-def table_row(lang: str, model: str, metrics: dict, hits_at: Sequence[int], train_seconds: float | None, training: str, seconds: float) -> dict[str, Any]:
-    """One model's row: the metric columns first, then how it was obtained."""
+def table_row(lang: str, model: str, metrics: dict, hits_at: Sequence[int], train_seconds: float | None, training: str, seconds: float,
+              filter_name: str) -> dict[str, Any]:
+    """One model's row under one filter of ``eval.filters``: the metric columns first, then how it was obtained."""
     return {
         "lang": lang,
         "model": model,
+        "filter": FILTER_LABELS[filter_name],
         **{f"hits@{k}": round(float(metrics[f"hits@{k}"]), 6) for k in hits_at},
         "mrr": round(float(metrics["mrr"]), 6),
         "queries": int(metrics["queries"]),
@@ -44,9 +47,9 @@ def table_row(lang: str, model: str, metrics: dict, hits_at: Sequence[int], trai
 
 
 def filter_effect(rows: list[dict[str, Any]], hits_at: Sequence[int]) -> dict[str, dict[str, dict[str, float]]]:
-    """Per language and model, (with filter_in_search) - (without) for each metric."""
+    """Per language and model, (with filter_in_search) - (without) for each metric, under the first filter."""
     metrics = [*(f"hits@{k}" for k in hits_at), "mrr"]
-    by_key = {(row["lang"], row["model"], row["filter_in_search"]): row for row in rows}
+    by_key = {(row["lang"], row["model"], row["filter_in_search"]): row for row in first_filter(rows)}
     effect: dict[str, dict[str, dict[str, float]]] = {}
     for (lang, model, inside), row in by_key.items():
         if inside and (lang, model, False) in by_key:
@@ -55,18 +58,24 @@ def filter_effect(rows: list[dict[str, Any]], hits_at: Sequence[int]) -> dict[st
     return effect
 
 
+def first_filter(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows under the first filter of ``eval.filters`` (the one the search used): one row per model and setting."""
+    return [row for row in rows if row["filter"] == rows[0]["filter"]] if rows else []
+
+
 def slug(label: str) -> str:
     """An MLflow-safe metric name part: "Prix-LM (All)" -> "prix_lm_all", "hits@1" -> "hits_at_1"."""
     return re.sub(r"[^a-z0-9]+", "_", label.lower().replace("@", "_at_")).strip("_")
 
 
 def mlflow_stats(report: dict[str, Any]) -> dict[str, Any]:
-    """The report's numbers under MLflow-safe names: ``<lang>.<model>[_fis].<metric>``."""
+    """The report's numbers under MLflow-safe names: ``<lang>.<model>[_fis][_filter_train].<metric>``."""
     metrics = [*(f"hits@{k}" for k in report["settings"]["hits_at"]), "mrr", "queries", "train_seconds", "eval_seconds",
                *full_rank_columns(report["settings"]["hits_at"])]
     stats: dict[str, Any] = {}
     for row in report["rows"]:
         model = slug(row["model"]) + ("_fis" if row["filter_in_search"] else "")
+        model += "" if row["filter"] == FILTER_LABELS["all"] else f"_filter_{slug(row['filter'])}"
         stats.setdefault(row["lang"], {})[model] = {slug(m): row[m] for m in metrics if row.get(m) is not None}
     for lang, split in report["split"].items():
         stats.setdefault(lang, {})["split"] = split
@@ -76,9 +85,10 @@ def mlflow_stats(report: dict[str, Any]) -> dict[str, Any]:
 def markdown(report: dict[str, Any]) -> str:
     """A Table 1-like table per language, with what every figure depends on."""
     hits_at = report["settings"]["hits_at"]
-    shown = [*(f"hits@{k}" for k in hits_at), "mrr", "queries", "misses", *full_rank_columns(hits_at), "train_seconds", "training", "filter_in_search"]
+    shown = ["filter", *(f"hits@{k}" for k in hits_at), "mrr", "queries", "misses", *full_rank_columns(hits_at), "train_seconds", "training", "filter_in_search"]
     parts = [f"# Link prediction, release {report['release']}\n",
-             f"Tail prediction, filtered with every known true object (train, valid, test) but the gold; "
+             f"Tail prediction, filtered (the filter column): train+valid+test removes every known true object but the gold (ours), "
+             f"train only the train split's (KEnS's and SS-AGA's code); "
              f"tie policy: realistic (1 + better + equal/2). For Prix-LM, hits@k and mrr are beam-truncated: a gold the beam never "
              f"reaches is a miss (reciprocal rank 0); the full_rank_* columns rank the gold among all candidates (exact, on the first "
              f"full_rank_queries queries whose gold is a candidate, the same queries for every model; unresolved: over the search budget), "
@@ -90,7 +100,8 @@ def markdown(report: dict[str, Any]) -> str:
         split = report["split"][lang]
         parts.append(f"## {lang}\n")
         parts.append(f"{split['queries']} queries of {split['test_triples']} test triples ({split['leaks_removed']} inverse leaks removed by the split); "
-                     f"{split['candidates']} candidate entities; filter hash `{rows[0]['filter_hash'][:16] if rows else ''}`.\n")
+                     f"{split['candidates']} candidate entities; filter hashes " +
+                     ", ".join(f"{name} `{digest[:16]}`" for name, digest in dict.fromkeys((row["filter"], row["filter_hash"]) for row in rows)) + ".\n")
         parts.append(as_markdown([{"model": row["model"], **{key: fmt(row.get(key)) for key in shown}} for row in rows]))
         for model, delta in report["filter_in_search_effect"].get(lang, {}).items():
             parts.append(f"Effect of filter_in_search on {model}: " + ", ".join(f"{m} {d:+.4f}" for m, d in delta.items()) + "\n")
@@ -136,7 +147,7 @@ def log_plots(settings: Settings, report: dict[str, Any], table1: list[dict[str,
             if run_id:
                 curves[f"{label} {lang}".strip()] = tracking.metric_history(settings, run_id, "loss")
     hits_at = report["settings"]["hits_at"]
-    figures = {f"link_prediction_{slug(m)}": plots.hits_bars(report["rows"], m) for m in [*(f"hits@{k}" for k in hits_at), "full_rank_mrr"]}
+    figures = {f"link_prediction_{slug(m)}": plots.hits_bars(first_filter(report["rows"]), m) for m in [*(f"hits@{k}" for k in hits_at), "full_rank_mrr"]}
     figures["table1"] = plots.table1_bars(table1)
     if curves:
         figures["training_loss"] = plots.loss_curves(curves)

@@ -84,7 +84,7 @@ def build_rejects(classified: DataFrame, splits: DataFrame) -> DataFrame:
 
 
 @lru_cache(maxsize=4)
-def ontology_labels(path: str, mtime: float) -> tuple[tuple[str, str, str], ...]:
+def _ontology_rows(path: str, mtime: float) -> tuple[tuple[str, str, str], ...]:
     """``(property IRI, language, label)`` of the ontology's ``dbo:`` properties, one per language; cached per file version."""
     import rdflib
     from rdflib.namespace import RDFS
@@ -105,12 +105,18 @@ def ontology_labels(path: str, mtime: float) -> tuple[tuple[str, str, str], ...]
     return tuple((iri, lang, text) for (iri, lang), text in sorted(best.items()))
 
 
+def ontology_labels(ontology: Path) -> dict[tuple[str, str], str]:
+    """``(dbo: property IRI, lang) -> rdfs:label``, one per pair; empty, with a warning, without the file."""
+    if not ontology.exists():
+        log.warning("ontology %s not found: dbo: relations are named by their local name", ontology)
+        return {}
+    return {(iri, lang): text for iri, lang, text in _ontology_rows(str(ontology), ontology.stat().st_mtime)}
+
+
 def relation_labels(spark: SparkSession, ontology: Path) -> DataFrame:
     """``p_iri, lang, p_label`` for the ontology's properties (read once per driver process)."""
     schema = T.StructType([T.StructField(n, T.StringType(), False) for n in ("p_iri", "lang", "p_label")])
-    if not ontology.exists():
-        log.warning("ontology %s not found: dbo: relations are named by their local name", ontology)
-        return spark.createDataFrame([], schema)
-    return spark.createDataFrame(list(ontology_labels(str(ontology), ontology.stat().st_mtime)), schema)
+    rows = [(iri, lang, text) for (iri, lang), text in ontology_labels(ontology).items()]
+    return spark.createDataFrame(rows, schema)
 
 

@@ -254,6 +254,7 @@ class EvalSettings(_Section):
     queries_per_batch: int = Field(8, ge=1)  # queries decoded together: every hypothesis of all of them in one forward per step
     head_rows: int = Field(128, ge=1)  # hypotheses per chunk of the 250k-row LM head, bounding the logits' memory
     filter_in_search: bool = False  # also remove known true objects (other than the gold) from the trie during the search, not only from the ranked list
+    filters: list[Literal["all", "train"]] = Field(default_factory=lambda: ["all"])  # filtered settings, a table row each: "all" removes every true object of train, valid and test (ours); "train" only train's (KEnS's and SS-AGA's code; needs known/ with a split column, as jobs.import_benchmark writes). The search and filter_in_search use the first
     precision: Literal["fp32", "bf16"] = "fp32"  # fp32: exact (the reference); bf16: autocast encoder and head, faster, top-10 agreement reported by the benchmark
     device: str = "auto"  # where decoding runs: "auto" (CUDA when present), "cpu" or "cuda[:n]"; model, trie and KV cache all live there
     full_rank: bool = True  # also rank the gold among ALL candidates (exact, by a search pruned at the gold's NLL), beside the beam
@@ -272,6 +273,13 @@ class EvalSettings(_Section):
     baseline_lr: float = Field(0.001, gt=0)  # Adam learning rate
     baseline_negatives: int = Field(16, ge=1)  # negative samples per positive (basic sampler, corrupting heads and tails)
     seed: int = 1234  # baseline training seed
+
+    @field_validator("filters")
+    @classmethod
+    def _some_filters(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("eval.filters needs at least one of 'all', 'train'")
+        return list(dict.fromkeys(value))
 
     @field_validator("hits_at")
     @classmethod
@@ -330,6 +338,24 @@ class PrepareSettings(_Section):
         if short:
             raise ValueError(f"max_tokens_by_lang: limits must be above 4 (got {', '.join(f'{lang}={value[lang]}' for lang in short)})")
         return value
+
+
+class BenchmarkSettings(_Section):
+    dbp5l_dir: Path = Path("../shared/data/dbp-5l")  # KEnS's DBP-5L (entity/, relations.txt, kg/<lang>-{train,val,test}.tsv, seed_alignlinks/; .xz or plain)
+    languages: list[str] = Field(default_factory=lambda: ["el", "en", "es", "fr", "ja"])  # DBP-5L languages imported (those with kg/ files); all of them are evaluated
+    max_triples: int = Field(0, ge=0)  # keep the first N lines of every kg/ file (a slice for smoke runs, released as "<name>-first<N>"); 0: all
+
+    @field_validator("dbp5l_dir")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        return value if value.is_absolute() else (PROJECT_ROOT / value).resolve()
+
+    @field_validator("languages")
+    @classmethod
+    def _known_languages(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("benchmark.languages needs at least one language")
+        return known_languages(value)
 
 
 class MlflowSettings(_Section):
@@ -485,6 +511,7 @@ class Settings(BaseSettings):
     eval: EvalSettings = Field(default_factory=EvalSettings)
     spark: SparkSettings = Field(default_factory=SparkSettings)
     prepare: PrepareSettings = Field(default_factory=PrepareSettings)
+    benchmark: BenchmarkSettings = Field(default_factory=BenchmarkSettings)
     mlflow: MlflowSettings = Field(default_factory=MlflowSettings)
     train: TrainSettings = Field(default_factory=TrainSettings)
     tasks: TasksSettings = Field(default_factory=TasksSettings)

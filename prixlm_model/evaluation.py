@@ -23,6 +23,12 @@ Why here and how:
   all candidates, same filter and tie rule. A query whose search outgrows its hypothesis budget
   is counted as unresolved, never given a made-up rank. A search error is a query whose gold
   scores better than the beam's best answer although the beam never completed it.
+- Filters (``settings.filters``): ``all`` removes every known true object (train, valid and
+  test: ours); ``train`` only those of the train split, as KEnS's and SS-AGA's code do (it needs
+  ``known`` with a ``split`` column, which ``jobs.import_benchmark`` writes). The beam search does
+  not depend on the filter (unless ``filter_in_search``, which uses the first), so one search is
+  ranked under every filter: ``metrics`` holds the first filter's figures, ``metrics["by_filter"]``
+  each filter's.
 - Results carry ``filter_hash``, the SHA-256 of the sorted known triples used, so two tables can
   be checked to use the same filter set.
 
@@ -42,6 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import torch
 from transformers import PreTrainedTokenizerFast, XLMRobertaForCausalLM
@@ -52,6 +59,7 @@ from prixlm_model.ranking import TIE_POLICY, ranking_metrics, realistic_rank
 from prixlm_model.tokenization import END, name_ids, query_prefix
 from prixlm_model.trie import EntityTrie
 
+FILTER_LABELS = {"all": "train+valid+test", "train": "train"}  # what each filter removes, as the tables name it
 TOP_LISTED = 10  # filtered top predictions kept per query in the per-query table
 # The bounded search may sum a name's NLL in another order than teacher forcing (about 1e-5 apart):
 # searching a little past the gold's teacher-forced NLL makes sure the gold itself is found, and
@@ -64,7 +72,7 @@ class SplitTables:
     """One language's evaluation inputs."""
 
     test: pa.Table  # s_iri, p_iri, o_iri, s, p, o, lang
-    known: pa.Table  # s_iri, p_iri, o_iri: every true triple (train, valid, test)
+    known: pa.Table  # s_iri, p_iri, o_iri (and split: train, valid or test, for the train filter): every true triple
     entities: pa.Table  # iri, name: the candidate objects
 
 
@@ -123,6 +131,15 @@ def known_objects(known: pa.Table) -> dict[tuple[str, str], set[str]]:
     return objects
 
 
+def filter_known(known: pa.Table, name: str) -> pa.Table:
+    """The known triples filter ``name`` removes: all of them (``all``), or the train split's (``train``)."""
+    if name == "all":
+        return known
+    if "split" not in known.column_names:
+        raise ValueError("the 'train' filter needs known/ with a split column (jobs.import_benchmark writes one); this split's known/ has none")
+    return known.filter(pc.equal(known["split"], "train"))
+
+
 def filter_hash(known: pa.Table) -> str:
     """SHA-256 of the sorted, distinct known triples: identifies the filter set of a result."""
     lines = sorted({"\t".join(row) for row in zip(*(known.column(name).to_pylist() for name in ("s_iri", "p_iri", "o_iri")))})
@@ -163,21 +180,24 @@ def evaluate_link_prediction(
     started = time.perf_counter()
     candidates = candidates or build_candidates(tokenizer, tables.entities)
     test = sample_queries(tables.test, settings.max_test_queries)
-    truths = known_objects(tables.known)
+    known_by_filter = {name: filter_known(tables.known, name) for name in settings.filters}
     rows = list(zip(*(test.column(name).to_pylist() for name in ("s_iri", "p_iri", "o_iri", "s", "p"))))
 
-    gold_leaves, filtered = [], []
-    for s_iri, p_iri, o_iri, _, _ in rows:
-        gold_leaf = candidates.leaf_of(o_iri)
-        leaves = {candidates.leaf_of(o) for o in truths.get((s_iri, p_iri), set()) - {o_iri}}
-        gold_leaves.append(gold_leaf)
-        filtered.append({leaf for leaf in leaves if leaf is not None and leaf != gold_leaf})
+    gold_leaves = [candidates.leaf_of(o_iri) for _, _, o_iri, _, _ in rows]
+    filtered_by: dict[str, list[set[int]]] = {}  # filter -> per query, the leaves it removes
+    for name, known in known_by_filter.items():
+        truths = known_objects(known)
+        filtered_by[name] = []
+        for (s_iri, p_iri, o_iri, _, _), gold_leaf in zip(rows, gold_leaves):
+            leaves = {candidates.leaf_of(o) for o in truths.get((s_iri, p_iri), set()) - {o_iri}}
+            filtered_by[name].append({leaf for leaf in leaves if leaf is not None and leaf != gold_leaf})
+    first = settings.filters[0]
 
     names = [(s, p) for _, _, _, s, p in rows]
     if settings.filter_in_search:
         decoded = list(range(len(rows)))
         prefixes = [query_prefix(tokenizer, s, p) for s, p in names]
-        dead: list[torch.Tensor] | None = [candidates.trie.dead_nodes(sorted(leaves)) for leaves in filtered]
+        dead: list[torch.Tensor] | None = [candidates.trie.dead_nodes(sorted(leaves)) for leaves in filtered_by[first]]
     else:
         distinct = list(dict.fromkeys(names))
         where = {pair: index for index, pair in enumerate(distinct)}
@@ -197,21 +217,31 @@ def evaluate_link_prediction(
         times=times,
     )
 
-    ranks, gold_nlls, tops, best_nlls = [], [], [], []
+    ranks_by = {name: [filtered_rank(results[decoded[q]], gold_leaf, filtered[q]) for q, gold_leaf in enumerate(gold_leaves)]
+                for name, filtered in filtered_by.items()}
+    gold_nlls, tops, best_nlls = [], [], []
     for index, gold_leaf in enumerate(gold_leaves):
         ranked = results[decoded[index]]
-        ranks.append(filtered_rank(ranked, gold_leaf, filtered[index]))
         gold_nlls.append(next((nll for leaf, nll in ranked if leaf == gold_leaf), None))
-        unfiltered = [(leaf, nll) for leaf, nll in ranked if leaf not in filtered[index]]
+        unfiltered = [(leaf, nll) for leaf, nll in ranked if leaf not in filtered_by[first][index]]
         best_nlls.append(unfiltered[0][1] if unfiltered else math.inf)
         tops.append([candidates.iris[candidates.trie.entities_of_leaf(leaf)[0]] for leaf, _ in unfiltered[:TOP_LISTED]])
-    full = full_ranks(model, tokenizer, candidates, names, gold_leaves, filtered, ranks, best_nlls, settings) if settings.full_rank else {}
+    full = full_ranks(model, tokenizer, candidates, names, gold_leaves, filtered_by, ranks_by[first], best_nlls, settings) if settings.full_rank else {}
 
-    metrics: dict[str, float | int | str | bool] = {
-        **ranking_metrics(ranks, settings.hits_at),
+    by_filter = {
+        name: {
+            **ranking_metrics(ranks, settings.hits_at),
+            "misses": sum(math.isinf(rank) for rank in ranks),
+            "filter_hash": filter_hash(known_by_filter[name]),
+            **full.get(name, {}).get("metrics", {}),
+        }
+        for name, ranks in ranks_by.items()
+    }
+    metrics: dict[str, float | int | str | bool | dict] = {
+        **by_filter[first],
+        "filter": first,
         "queries": len(rows),
         "decoded_prefixes": len(prefixes),
-        "misses": sum(math.isinf(rank) for rank in ranks),
         "gold_not_candidate": sum(leaf is None for leaf in gold_leaves),
         "candidates": len(candidates.iris),
         "candidate_names": candidates.trie.leaf_count,
@@ -219,8 +249,7 @@ def evaluate_link_prediction(
         "filter_in_search": settings.filter_in_search,
         "precision": settings.precision,
         "tie_policy": TIE_POLICY,
-        "filter_hash": filter_hash(tables.known),
-        **full.get("metrics", {}),
+        "by_filter": by_filter,
         "seconds": time.perf_counter() - started,
     }
     per_query = pa.table(
@@ -228,9 +257,10 @@ def evaluate_link_prediction(
             "s_iri": [row[0] for row in rows],
             "p_iri": [row[1] for row in rows],
             "o_iri": [row[2] for row in rows],
-            "rank": pa.array(ranks, pa.float64()),
+            "rank": pa.array(ranks_by[first], pa.float64()),
+            **{f"rank_{name}": pa.array(ranks, pa.float64()) for name, ranks in ranks_by.items()},
             "gold_nll": pa.array(gold_nlls, pa.float64()),
-            "full_rank": pa.array(full.get("ranks", [None] * len(rows)), pa.float64()),
+            "full_rank": pa.array(full.get(first, {}).get("ranks", [None] * len(rows)), pa.float64()),
             "top": pa.array(tops, pa.list_(pa.string())),
         }
     )
@@ -248,32 +278,39 @@ def full_ranks(
     candidates: Candidates,
     names: Sequence[tuple[str, str]],
     gold_leaves: Sequence[int | None],
-    filtered: Sequence[set[int]],
+    filtered_by: dict[str, Sequence[set[int]]],
     beam_ranks: Sequence[float],
     best_nlls: Sequence[float],
     settings: EvalSettings,
-) -> dict:
+) -> dict[str, dict]:
     """The true filtered rank of the gold among all candidates, for the first ``full_rank_max_queries`` queries.
 
-    Returns ``ranks`` (one per query; None where not computed or unresolved) and ``metrics``:
-    ``full_rank_<hits@k, mrr>`` over the resolved queries, their count, the unresolved count,
-    and the search errors (gold better than the beam's best answer, never reached by the beam).
+    One search per query finds every name scoring at most the gold's NLL, whatever the filter; it
+    is then ranked under each filter of ``filtered_by`` (filter -> per query, the leaves removed).
+    Returns, per filter, ``ranks`` (one per query; None where not computed or unresolved) and
+    ``metrics``: ``full_rank_<hits@k, mrr>`` over the resolved queries, their count, the
+    unresolved count, and the search errors (gold better than the beam's best answer under the
+    first filter, never reached by the beam: ``beam_ranks`` and ``best_nlls`` are that filter's).
     """
     chosen = full_rank_queries([leaf is not None for leaf in gold_leaves], settings.full_rank_max_queries)
     prefixes = [query_prefix(tokenizer, *names[q]) for q in chosen]
     gold_nll = [exhaustive_scores(model, candidates.trie, prefix, leaves=[gold_leaves[q]])[0][1] for q, prefix in zip(chosen, prefixes)]
     found = bounded_search(model, candidates.trie, prefixes, [nll + BOUND_SLACK for nll in gold_nll], settings.full_rank_max_hypotheses,
                            settings.queries_per_batch, settings.head_rows, settings.precision)
-    ranks: list[float | None] = [None] * len(names)
     errors = 0
     for q, ranked in zip(chosen, found):
-        if ranked is None:
-            continue
-        ranks[q] = filtered_rank(ranked, gold_leaves[q], filtered[q])
-        searched_gold = next((nll for leaf, nll in ranked if leaf == gold_leaves[q]), math.inf)
-        errors += math.isinf(beam_ranks[q]) and searched_gold < best_nlls[q]
-    resolved = [rank for rank in ranks if rank is not None]
-    metrics = {f"full_rank_{key}": value for key, value in ranking_metrics(resolved, settings.hits_at).items()}
-    metrics.update({"full_rank_queries": len(resolved), "full_rank_unresolved": len(chosen) - len(resolved), "search_errors": errors,
-                    "search_error_rate": errors / len(resolved) if resolved else 0.0})
-    return {"ranks": ranks, "metrics": metrics}
+        if ranked is not None:
+            searched_gold = next((nll for leaf, nll in ranked if leaf == gold_leaves[q]), math.inf)
+            errors += math.isinf(beam_ranks[q]) and searched_gold < best_nlls[q]
+    out = {}
+    for name, filtered in filtered_by.items():
+        ranks: list[float | None] = [None] * len(names)
+        for q, ranked in zip(chosen, found):
+            if ranked is not None:
+                ranks[q] = filtered_rank(ranked, gold_leaves[q], filtered[q])
+        resolved = [rank for rank in ranks if rank is not None]
+        metrics = {f"full_rank_{key}": value for key, value in ranking_metrics(resolved, settings.hits_at).items()}
+        metrics.update({"full_rank_queries": len(resolved), "full_rank_unresolved": len(chosen) - len(resolved), "search_errors": errors,
+                        "search_error_rate": errors / len(resolved) if resolved else 0.0})
+        out[name] = {"ranks": ranks, "metrics": metrics}
+    return out
