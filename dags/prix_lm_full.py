@@ -50,7 +50,7 @@ def prix_lm_full():
     def configure() -> str:
         """#### Configure
         Resolve this run's settings once (`prixlm.toml`, the environment, the form's Params) and
-        write them to `dag_runs/<run>/settings.json`; every later task, Spark job and training
+        write them to `pipeline_runs/<run>/settings.json`; every later task, Spark job and training
         process of the run reads that file."""
         from jobs.params import configure
 

@@ -3,7 +3,7 @@
 The form's Params are a flat view of some settings (``DAG_PARAMS``); their JSON schemas come from
 the settings' own types, so the form refuses what ``load_settings`` would. The first task of a run
 (``configure``) resolves the settings once, from the TOML file, the environment and the Params,
-and writes them under the data root (``paths.dag_run_settings``); every later task, Spark job and
+and writes them under the data root (``paths.pipeline_settings``); every later task, Spark job and
 training process of the run reads that one file (``PRIXLM_SETTINGS_FILE``), so an edit of
 ``prixlm.toml`` during a run changes nothing in it, and the next run sees the edit.
 """
@@ -78,7 +78,7 @@ def configure(params: dict[str, Any], dag_run_id: str) -> Path:
     A retry rewrites the same values (the same sources, the same Params), atomically.
     """
     settings = load_settings(overrides_from_params(params))
-    return write_settings(settings, settings.paths.dag_run_settings(dag_run_id))
+    return write_settings(settings, settings.paths.pipeline_settings(dag_run_id))
 
 
 def run_settings(settings_file: str | Path) -> Settings:

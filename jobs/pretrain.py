@@ -68,7 +68,7 @@ def run(settings: Settings, release: str, dag_run_id: str | None = None, env: di
     command = [str(Path(sys.executable).parent / "deepspeed"), *placement, "--master_port", str(port),
                "--module", "prixlm_model.training", "--release", release, "--run", name]
     if dag_run_id:
-        command += ["--dag-run-id", dag_run_id]
+        command += ["--pipeline-run", dag_run_id]
     exported_before = _export_stamp(folder)
     log.info("launching: %s", " ".join(command))
     result = subprocess.run(command, env=env, cwd=PROJECT_ROOT)

@@ -15,7 +15,9 @@ and writes ``split/<release>/``:
 
 Which triple is held out depends only on (seed, release, IRIs), so a re-run gives the same split.
 Inverse leaks: a held-out ``(e1, r1, e2)`` is dropped when any ``(e2, r2, e1)`` is in train.
-Link pairs are held out together in both directions.
+Link pairs are held out together in both directions. The rules are the named queries of ``sql/``
+(``split_triples``, ``inverse_leaks``, ``split_links``, ``known_triples``, ``entity_candidates``,
+``table_one_counts``).
 """
 
 from __future__ import annotations
@@ -24,73 +26,11 @@ import csv
 import io
 import logging
 
+from jobs.named_sql import run_sql
 from jobs.stage import atomic_output, read_stats, require_complete, spark_stage_main, write_stats
 from prixlm_model.config import Settings
 
 log = logging.getLogger(__name__)
-
-HASH_BUCKETS = 1_000_000
-
-
-def unit_hash(seed: int, release: str, *columns):
-    """A number in [0, 1) fixed by (seed, release, columns): a deterministic coin per row."""
-    from pyspark.sql import functions as F
-
-    return F.pmod(F.xxhash64(F.lit(seed), F.lit(release), *columns), F.lit(HASH_BUCKETS)) / HASH_BUCKETS
-
-
-def assign_triples(triples, eval_languages: list[str], seed: int, release: str, test_share: float, valid_share: float):
-    """Add ``split`` ∈ {test, valid, train}: test and valid only for the evaluated languages."""
-    from pyspark.sql import functions as F
-
-    coin = unit_hash(seed, release, F.col("s_iri"), F.col("p_iri"), F.col("o_iri"))
-    evaluated = F.col("lang").isin(eval_languages)
-    valid_upper = test_share + valid_share * (1 - test_share)
-    split = (
-        F.when(evaluated & (coin < test_share), "test")
-        .when(evaluated & (coin < valid_upper), "valid")
-        .otherwise("train")
-    )
-    return triples.withColumn("split", split)
-
-
-def drop_inverse_leaks(assigned):
-    """Mark held-out ``(e1, r1, e2)`` as ``leak`` when some ``(e2, r2, e1)`` of its language is in train."""
-    from pyspark.sql import functions as F
-
-    inverse_in_train = (
-        assigned.where(F.col("split") == "train")
-        .select(F.col("lang").alias("_lang"), F.col("o_iri").alias("_s"), F.col("s_iri").alias("_o"))
-        .distinct()
-        .withColumn("_leak", F.lit(True))
-    )
-    joined = assigned.join(
-        inverse_in_train,
-        (assigned.lang == inverse_in_train._lang) & (assigned.s_iri == inverse_in_train._s) & (assigned.o_iri == inverse_in_train._o),
-        "left",
-    )
-    held_out = F.col("split").isin("test", "valid")
-    return joined.withColumn("split", F.when(held_out & F.col("_leak").isNotNull(), "leak").otherwise(F.col("split"))).drop(
-        "_lang", "_s", "_o", "_leak"
-    )
-
-
-def assign_links(links, seed: int, release: str, test_share: float):
-    """Add ``split`` ∈ {test, train} per unordered link pair, so both directions go together."""
-    from pyspark.sql import functions as F
-
-    coin = unit_hash(seed, release, F.least("s_iri", "o_iri"), F.greatest("s_iri", "o_iri"))
-    return links.withColumn("split", F.when(coin < test_share, "test").otherwise("train"))
-
-
-def entity_candidates(facts):
-    """Every entity of each language's facts, subject or object, with its surface name."""
-    from pyspark.sql import functions as F
-
-    ends = facts.select("lang", F.col("s_iri").alias("iri"), F.col("s").alias("name")).unionByName(
-        facts.select("lang", F.col("o_iri").alias("iri"), F.col("o").alias("name"))
-    )
-    return ends.groupBy("lang", "iri").agg(F.min("name").alias("name"))
 
 
 def table_one(counts: dict, sequences_stats: dict, parse_stats: dict | None, languages: list[str]) -> list[dict]:
@@ -153,9 +93,12 @@ def run(spark, settings: Settings, release: str) -> dict:
     if missing:
         raise ValueError(f"prepare.eval_languages: no triples for {missing} in {sequences_dir}")
 
-    triples = assign_triples(sequences.where(F.col("kind") == "triple"), eval_languages, cfg.seed, release, cfg.test_share, cfg.valid_share)
-    triples = drop_inverse_leaks(triples).cache()
-    links = assign_links(sequences.where(F.col("kind") == "link"), cfg.seed, release, cfg.link_test_share).cache()
+    triples = run_sql(spark, "split_triples", {"triples": sequences.where(F.col("kind") == "triple")}, seed=cfg.seed, release=release,
+                      eval_languages=eval_languages, test_share=cfg.test_share,
+                      valid_upper=cfg.test_share + cfg.valid_share * (1 - cfg.test_share))
+    triples = run_sql(spark, "inverse_leaks", {"assigned": triples}).cache()
+    links = run_sql(spark, "split_links", {"links": sequences.where(F.col("kind") == "link")}, seed=cfg.seed, release=release,
+                    test_share=cfg.link_test_share).cache()
     try:
         with atomic_output(settings.paths.stage_dir("split", release)) as staging:
             train = triples.where(F.col("split") == "train").unionByName(links.where(F.col("split") == "train"))
@@ -163,18 +106,15 @@ def run(spark, settings: Settings, release: str) -> dict:
             triples.where(F.col("split") == "valid").drop("split").write.parquet(str(staging / "valid"))
             triples.where(F.col("split") == "test").drop("split").write.partitionBy("lang").parquet(str(staging / "test"))
             links.where(F.col("split") == "test").drop("split").write.parquet(str(staging / "links_test"))
-            facts.select("lang", "s_iri", "p_iri", "o_iri").distinct().write.parquet(str(staging / "known"))
-            entity_candidates(facts).write.partitionBy("lang").parquet(str(staging / "entities"))
+            run_sql(spark, "known_triples", {"facts": facts}).write.parquet(str(staging / "known"))
+            run_sql(spark, "entity_candidates", {"facts": facts}).write.partitionBy("lang").parquet(str(staging / "entities"))
 
             counts: dict[str, dict[str, int]] = {}
-            for row in triples.groupBy("lang", "split").count().collect():
-                counts.setdefault(row.lang, {})[row.split] = row["count"]
+            views = {"split_triples": triples, "split_links": links, "candidates": spark.read.parquet(str(staging / "entities"))}
+            for row in run_sql(spark, "table_one_counts", views).collect():
+                counts.setdefault(row.lang, {})[row.what] = row.n
             for lang, per in counts.items():
                 per["triples"] = sum(per.get(key, 0) for key in ("train", "valid", "test", "leak"))
-            for row in links.groupBy("lang").count().collect():
-                counts.setdefault(row.lang, {})["links"] = row["count"]
-            for row in spark.read.parquet(str(staging / "entities")).groupBy("lang").count().collect():
-                counts.setdefault(row.lang, {})["entities"] = row["count"]
             languages = sorted(counts)
             rows = table_one(counts, read_stats(sequences_dir), read_stats(parsed), languages)
             stats = {

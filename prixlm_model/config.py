@@ -88,15 +88,15 @@ class PathsSettings(_Section):
         """A training run's live state (checkpoints, its settings): ``runs/<run>/``."""
         return self.data_root / "runs" / check_safe_name(run, "run")
 
-    def dag_run_settings(self, dag_run_id: str) -> Path:
-        """The settings file one DAG run resolved: ``dag_runs/<run id>/settings.json``.
+    def pipeline_settings(self, pipeline_run: str) -> Path:
+        """The settings file one pipeline run (a DAG run) resolved: ``pipeline_runs/<run id>/settings.json``.
 
-        Airflow's run ids hold ``:`` and ``+``; those become ``_``, and a hash of the id keeps two
+        Run ids may hold ``:`` and ``+`` (Airflow's do); those become ``_``, and a hash of the id keeps two
         ids that differ only there apart.
         """
-        readable = re.sub(r"[^A-Za-z0-9._=-]", "_", dag_run_id)[:100].lstrip("._=-") or "run"
-        unique = hashlib.sha256(dag_run_id.encode()).hexdigest()[:8]
-        return self.data_root / "dag_runs" / f"{readable}-{unique}" / "settings.json"
+        readable = re.sub(r"[^A-Za-z0-9._=-]", "_", pipeline_run)[:100].lstrip("._=-") or "run"
+        unique = hashlib.sha256(pipeline_run.encode()).hexdigest()[:8]
+        return self.data_root / "pipeline_runs" / f"{readable}-{unique}" / "settings.json"
 
     @property
     def scratch(self) -> Path:

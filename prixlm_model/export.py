@@ -98,7 +98,7 @@ with a bidirectional prefix and a causal object. Load it with `AutoModelForCausa
 | | |
 |---|---|
 | run | `{marker['run']}` (its suffix hashes the training settings and the shards' fingerprint) |
-| DAG run | {marker.get('dag_run_id') or 'none (trained outside Airflow)'} |
+| DAG run | {marker.get('pipeline_run') or 'none (trained outside Airflow)'} |
 | base model | {marker['config']['model']['base']} |
 | step | {marker['step']} of {data['total_steps']} |
 | epochs planned | {train['epochs']} |

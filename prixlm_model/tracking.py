@@ -19,7 +19,7 @@ from prixlm_model.config import Settings, settings_digest
 log = logging.getLogger(__name__)
 
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}  # the UI opens on the runs table, not the GenAI traces
-DAG_RUN_TAG = "airflow.dag_run_id"
+PIPELINE_TAG = "prixlm.pipeline_run"
 STAGE_TAG = "prixlm.stage"
 PARENT_TAG = "mlflow.parentRunId"
 
@@ -81,23 +81,23 @@ def _find_or_create(client, experiment_id: str, tags: dict[str, str], name: str)
     return client.create_run(experiment_id, tags=tags, run_name=name).info.run_id
 
 
-def pipeline_run(settings: Settings, dag_run_id: str) -> str:
+def pipeline_run(settings: Settings, pipeline_run: str) -> str:
     """The parent run of a DAG run (created on first use)."""
     client, experiment_id = _client(settings)
-    return _find_or_create(client, experiment_id, {DAG_RUN_TAG: dag_run_id, STAGE_TAG: "pipeline"}, dag_run_id)
+    return _find_or_create(client, experiment_id, {PIPELINE_TAG: pipeline_run, STAGE_TAG: "pipeline"}, pipeline_run)
 
 
-def stage_run(settings: Settings, dag_run_id: str, stage: str) -> str:
+def stage_run(settings: Settings, pipeline_run: str, stage: str) -> str:
     """The child run of ``stage`` within a DAG run's parent run, reused on retry."""
-    parent = pipeline_run(settings, dag_run_id)
+    parent = pipeline_run(settings, pipeline_run)
     client, experiment_id = _client(settings)
-    return _find_or_create(client, experiment_id, {DAG_RUN_TAG: dag_run_id, STAGE_TAG: stage, PARENT_TAG: parent}, stage)
+    return _find_or_create(client, experiment_id, {PIPELINE_TAG: pipeline_run, STAGE_TAG: stage, PARENT_TAG: parent}, stage)
 
 
-def end_pipeline_run(settings: Settings, dag_run_id: str, status: str = "FINISHED") -> str:
+def end_pipeline_run(settings: Settings, pipeline_run: str, status: str = "FINISHED") -> str:
     """Close the DAG run's parent run, so the MLflow UI shows it finished (with its duration), not running forever."""
     client, _ = _client(settings)
-    parent = pipeline_run(settings, dag_run_id)
+    parent = pipeline_run(settings, pipeline_run)
     client.set_terminated(parent, status)
     return parent
 
@@ -125,13 +125,13 @@ def flatten(stats: dict[str, Any], prefix: str = "") -> dict[str, float]:
     return flat
 
 
-def log_stage(settings: Settings, dag_run_id: str, stage: str, release: str, stats: dict[str, Any], artifacts: Iterable[Path] = ()) -> str:
+def log_stage(settings: Settings, pipeline_run: str, stage: str, release: str, stats: dict[str, Any], artifacts: Iterable[Path] = ()) -> str:
     """Log a stage's statistics (metrics), release (param) and tables (artifacts); return the run id."""
     from mlflow.entities import Metric, Param, RunTag
 
     client, _ = _client(settings)
-    run_id = stage_run(settings, dag_run_id, stage)
-    parent = pipeline_run(settings, dag_run_id)
+    run_id = stage_run(settings, pipeline_run, stage)
+    parent = pipeline_run(settings, pipeline_run)
     existing = client.get_run(run_id).data.params
     params = [Param(k, v) for k, v in {"release": release, "stage": stage}.items() if k not in existing]
     client.log_batch(run_id, params=params, tags=[RunTag("prixlm.settings_digest", settings_digest(settings))])
@@ -158,14 +158,14 @@ def redact(value: str) -> str:
     return re.sub(r"(?<=://)[^/@\s]+@", "***@", value)
 
 
-def describe_pipeline_run(settings: Settings, dag_run_id: str, tags: dict[str, str]) -> str:
+def describe_pipeline_run(settings: Settings, pipeline_run: str, tags: dict[str, str]) -> str:
     """Tag the DAG run's parent run (dag id, run id, release) and log the resolved settings once: as ``config/settings.json`` and as params."""
     import json
 
     from mlflow.entities import Param
 
     client, _ = _client(settings)
-    parent = pipeline_run(settings, dag_run_id)
+    parent = pipeline_run(settings, pipeline_run)
     for key, value in tags.items():
         client.set_tag(parent, key, value)
     resolved = json.loads(redact(settings.model_dump_json()))

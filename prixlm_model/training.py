@@ -238,8 +238,8 @@ def full_fp32_state(engine: Any) -> dict[str, torch.Tensor]:
 class Trainer:
     """One training run: its data, its DeepSpeed engine, its checkpoints and its MLflow run."""
 
-    def __init__(self, settings: Settings, release: str, run: str, dag_run_id: str | None = None) -> None:
-        self.settings, self.release, self.run, self.dag_run_id = settings, release, run, dag_run_id
+    def __init__(self, settings: Settings, release: str, run: str, pipeline_run: str | None = None) -> None:
+        self.settings, self.release, self.run, self.pipeline_run = settings, release, run, pipeline_run
         train = settings.train
         self.folder = run_folder(settings, run)
         self.checkpoints = self.folder / "checkpoints"
@@ -394,7 +394,7 @@ class Trainer:
                 "metrics": metrics,
                 "data": {"rows": self.loader.rows, "manifest_rows": self.manifest.rows, "steps_per_epoch": self.loader.steps_per_epoch, "total_steps": self.total_steps},
                 "mlflow_run_id": self.mlflow_run_id,
-                "dag_run_id": self.dag_run_id,
+                "pipeline_run": self.pipeline_run,
                 "settings_digest": settings_digest(self.settings),  # the launcher's, when it carried its settings
             }
             write_file(tag / MARKER, json.dumps(marker, indent=2) + "\n", durable=True)
@@ -416,9 +416,9 @@ class Trainer:
 
         mlflow.set_tracking_uri(self.settings.mlflow.resolved_uri())
         mlflow.set_experiment(experiment_id=tracking.experiment_id(self.settings))
-        if self.mlflow_run_id is None and self.dag_run_id:
+        if self.mlflow_run_id is None and self.pipeline_run:
             # Under Airflow the run is a child of the DAG run's pipeline run, found again on retry.
-            self.mlflow_run_id = tracking.stage_run(self.settings, self.dag_run_id, f"train/{self.run}")
+            self.mlflow_run_id = tracking.stage_run(self.settings, self.pipeline_run, f"train/{self.run}")
         active = mlflow.start_run(run_id=self.mlflow_run_id, run_name=None if self.mlflow_run_id else self.run)
         self.mlflow_run_id = active.info.run_id
         if self.resume_from is None:
@@ -437,8 +437,8 @@ class Trainer:
             mlflow.log_params(params)
         tags = {"prixlm.run": self.run, "prixlm.release": self.release, "prixlm.checkpoints": str(self.checkpoints),
                 "prixlm.settings_digest": settings_digest(self.settings)}
-        if self.dag_run_id:
-            tags["airflow.dag_run_id"] = self.dag_run_id
+        if self.pipeline_run:
+            tags["prixlm.pipeline_run"] = self.pipeline_run
         mlflow.set_tags(tags)
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
@@ -460,7 +460,7 @@ class Trainer:
             mlflow.end_run(status=status)
 
 
-def train(settings: Settings, release: str, run: str | None = None, dag_run_id: str | None = None, export: bool = True) -> Path:
+def train(settings: Settings, release: str, run: str | None = None, pipeline_run: str | None = None, export: bool = True) -> Path:
     """Train (or resume) a run; on rank 0 export the final checkpoint. Returns the final checkpoint folder.
 
     Every process of the launcher calls this. Problems found before training starts (missing or
@@ -468,7 +468,7 @@ def train(settings: Settings, release: str, run: str | None = None, dag_run_id: 
     raise before the process group exists.
     """
     run = run or run_name(settings, release)
-    trainer = Trainer(settings, release, run, dag_run_id)
+    trainer = Trainer(settings, release, run, pipeline_run)
     status = "FAILED"
     try:
         trainer.start_tracking()
@@ -490,7 +490,7 @@ def train(settings: Settings, release: str, run: str | None = None, dag_run_id: 
                 shutil.rmtree(trainer.checkpoints)
             mlflow.log_artifact(str(folder / "README.md"), artifact_path="model")
             name = "prix-lm" + (f"-single-{settings.train.single_language}" if settings.train.single_language else "")
-            version = tracking.register_model(settings, name, folder, trainer.mlflow_run_id, {"release": release, "run": run, "dag_run_id": dag_run_id or ""})
+            version = tracking.register_model(settings, name, folder, trainer.mlflow_run_id, {"release": release, "run": run, "pipeline_run": pipeline_run or ""})
             trainer.log_tags({"model.registered": f"{name}/{version}"})
         status = "FINISHED"
         return final
@@ -524,7 +524,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-steps", type=int, help="override train.max_steps")
     parser.add_argument("--single", metavar="LANG", help="Prix-LM (Single): only this language's triples (train.single_language)")
     parser.add_argument("--run", help="run name (default: prixlm-<release>[-single-<lang>]-<hash of the training settings and shards>); the same name resumes")
-    parser.add_argument("--dag-run-id", help="the pipeline run whose MLflow parent run this training's run joins")
+    parser.add_argument("--pipeline-run", help="the pipeline run whose MLflow parent run this training's run joins")
     parser.add_argument("--no-export", action="store_true", help="do not export the final checkpoint")
     parser.add_argument("--local_rank", type=int, help=argparse.SUPPRESS)  # passed by the deepspeed launcher; LOCAL_RANK wins
     args = parser.parse_args(argv)
@@ -537,7 +537,7 @@ def main(argv: list[str] | None = None) -> None:
     settings = load_settings()
     if overrides:
         settings = load_settings({"train": {**settings.train.model_dump(), **overrides}})
-    final = train(settings, check_safe_name(args.release, "release"), args.run, args.dag_run_id, export=not args.no_export)
+    final = train(settings, check_safe_name(args.release, "release"), args.run, args.pipeline_run, export=not args.no_export)
     if int(os.environ.get("RANK", 0)) == 0:
         print(f"final checkpoint: {final}", flush=True)
 

@@ -30,3 +30,25 @@ def test_no_import_cycles_between_modules() -> None:
             if back:
                 cycles.append((importer, *back))
     assert cycles == []
+
+
+def test_every_named_query_is_run_by_a_job_and_loads_from_the_code_archive(tmp_path: Path) -> None:
+    """``sql/`` holds no dead query, and a Spark driver importing ``jobs`` from the --py-files zip reads the same text."""
+    import zipfile
+
+    from jobs.named_sql import query_text
+
+    names = sorted(path.stem for path in (PROJECT_ROOT / "sql").glob("*.sql"))
+    sources = "\n".join(path.read_text() for path in (PROJECT_ROOT / "jobs").glob("*.py"))
+    assert names and [name for name in names if f'"{name}"' not in sources] == []
+    archive = tmp_path / "code.zip"
+    with zipfile.ZipFile(archive, "w") as zipped:
+        for package in ("jobs", "sql"):
+            for path in (PROJECT_ROOT / package).rglob("*"):
+                if path.is_file() and "__pycache__" not in path.parts:
+                    zipped.write(path, path.relative_to(PROJECT_ROOT).as_posix())
+    code = "import sys, jobs.named_sql as n; print(n.__file__); sys.stdout.write(n.query_text(sys.argv[1]))"
+    out = subprocess.run([sys.executable, "-c", code, names[0]], cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(archive)},
+                         capture_output=True, text=True, check=True).stdout
+    loaded_from, text = out.split("\n", 1)
+    assert loaded_from.startswith(str(archive)) and text == query_text(names[0])

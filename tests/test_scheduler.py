@@ -254,7 +254,7 @@ def test_killed_training_is_retried_and_resumes(stack) -> None:
     settings = stack["settings"]
     client = MlflowClient(settings.mlflow.resolved_uri())
     experiment = client.get_experiment_by_name(settings.mlflow.experiment)
-    train_runs = client.search_runs([experiment.experiment_id], f"tags.`airflow.dag_run_id` = '{b}' and tags.`prixlm.stage` = 'train/{killed}'")
+    train_runs = client.search_runs([experiment.experiment_id], f"tags.`prixlm.pipeline_run` = '{b}' and tags.`prixlm.stage` = 'train/{killed}'")
     assert len(train_runs) == 1  # the retry reopened its child run
 
     reference = uninterrupted_weights(stack, killed)
@@ -300,7 +300,7 @@ def test_every_stage_delivered_its_outputs(stack) -> None:
     client = MlflowClient(stack["services"].mlflow_url)  # artifacts are served by the server
     experiment = client.get_experiment_by_name(settings.mlflow.experiment)
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
-    (parent,) = client.search_runs([experiment.experiment_id], f"tags.`airflow.dag_run_id` = '{b}' and tags.`prixlm.stage` = 'pipeline'")
+    (parent,) = client.search_runs([experiment.experiment_id], f"tags.`prixlm.pipeline_run` = '{b}' and tags.`prixlm.stage` = 'pipeline'")
     assert parent.data.tags["prixlm.release"] == RELEASE and parent.data.tags["airflow.dag_id"] == "prix_lm_full"
     assert parent.info.status == "FINISHED" and parent.info.end_time > parent.info.start_time  # closed by the last task
     assert parent.data.params["train.max_steps"] == "4"  # the form's Param, in the resolved settings logged as params and one artifact
@@ -312,14 +312,14 @@ def test_every_stage_delivered_its_outputs(stack) -> None:
     assert {m.step for m in client.get_metric_history(children[f"train/{killed}"].info.run_id, "loss")} == {1, 2, 3, 4}
 
     # One settings file for the DAG run; every Spark job and the training process resolved exactly it.
-    resolved = read_settings(settings.paths.dag_run_settings(b))
+    resolved = read_settings(settings.paths.pipeline_settings(b))
     assert resolved.train.max_steps == 4
     readers = [children[stage] for stage in ("parse", "sequences", "split", "shards", f"train/{killed}")]
     assert [run.data.tags["prixlm.settings_digest"] for run in readers] == [settings_digest(resolved)] * 5
 
     model = root / "models" / RELEASE / killed
     assert (model / "config.json").exists() and not (root / "runs" / killed / "checkpoints").exists()  # the export stays, the checkpoints go
-    assert b in {v.tags["dag_run_id"] for v in client.search_model_versions("name = 'prix-lm'")}
+    assert b in {v.tags["pipeline_run"] for v in client.search_model_versions("name = 'prix-lm'")}
     report = json.loads((root / f"reports/{RELEASE}/link_prediction.json").read_text())
     assert {(row["lang"], row["model"]) for row in report["rows"]} == {
         (lang, name) for lang in ("fr", "en") for name in ("Prix-LM (All)", "TransE")
@@ -369,7 +369,7 @@ def test_mlflow_ui_shows_the_run_its_children_a_metric_and_a_plot(stack, browser
     settings, page, b = stack["settings"], browser, stack["b"]
     client = MlflowClient(settings.mlflow.resolved_uri())
     experiment = client.get_experiment_by_name(settings.mlflow.experiment)
-    (parent,) = client.search_runs([experiment.experiment_id], f"tags.`airflow.dag_run_id` = '{b}' and tags.`prixlm.stage` = 'pipeline'")
+    (parent,) = client.search_runs([experiment.experiment_id], f"tags.`prixlm.pipeline_run` = '{b}' and tags.`prixlm.stage` = 'pipeline'")
     evaluate = client.search_runs([experiment.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}' and tags.`prixlm.stage` = 'evaluate'")[0]
     base = f"{stack['services'].mlflow_url}/#/experiments/{experiment.experiment_id}"
     page.goto(f"{base}/runs")
