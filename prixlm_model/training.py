@@ -152,6 +152,11 @@ def init_process_group() -> tuple[int, int]:
             probe.bind(("127.0.0.1", 0))
             port = probe.getsockname()[1]
         os.environ.update({"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+    # On a CPU, DeepSpeed's communication backend compiles a shared-memory all-reduce op
+    # (`deepspeed_shm_comm`: about a minute on two cores, on every fresh machine) that only its
+    # inference kernels call; training reduces its gradients through torch.distributed (gloo)
+    # either way. DeepSpeed keeps the probed op table in one module dict and honours edits to it.
+    deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
     deepspeed.init_distributed()
     return dist.get_rank(), dist.get_world_size()
 
