@@ -170,9 +170,9 @@ def main(argv: list[str] | None = None) -> dict:
     scales = [1] if args.quick else [int(k) for k in args.scales.split(",")]
     masters = ["local[2]"] if args.quick else args.masters.split(",")
     base = load_settings()
-    work = base.paths.data_root / "tmp" / "benchmarks" / "scale"
+    work = base.paths.scratch / "benchmarks" / "scale"
     databus = mirror(base)
-    out = base.paths.data_root / "reports" / "benchmarks" / ("scale-quick.json" if args.quick else "scale.json")
+    out = base.paths.benchmark_report("scale-quick" if args.quick else "scale")
     out.parent.mkdir(parents=True, exist_ok=True)
     report = {"cpus": os.cpu_count(), "bz2_mb_per_s": round(bz2_rate(databus), 1), "masters": {}}
     for master in masters:

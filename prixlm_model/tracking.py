@@ -81,7 +81,7 @@ def _find_or_create(client, experiment_id: str, tags: dict[str, str], name: str)
     return client.create_run(experiment_id, tags=tags, run_name=name).info.run_id
 
 
-def pipeline_run(settings: Settings, pipeline_run: str) -> str:
+def parent_run(settings: Settings, pipeline_run: str) -> str:
     """The parent run of a DAG run (created on first use)."""
     client, experiment_id = _client(settings)
     return _find_or_create(client, experiment_id, {PIPELINE_TAG: pipeline_run, STAGE_TAG: "pipeline"}, pipeline_run)
@@ -89,7 +89,7 @@ def pipeline_run(settings: Settings, pipeline_run: str) -> str:
 
 def stage_run(settings: Settings, pipeline_run: str, stage: str) -> str:
     """The child run of ``stage`` within a DAG run's parent run, reused on retry."""
-    parent = pipeline_run(settings, pipeline_run)
+    parent = parent_run(settings, pipeline_run)
     client, experiment_id = _client(settings)
     return _find_or_create(client, experiment_id, {PIPELINE_TAG: pipeline_run, STAGE_TAG: stage, PARENT_TAG: parent}, stage)
 
@@ -97,7 +97,7 @@ def stage_run(settings: Settings, pipeline_run: str, stage: str) -> str:
 def end_pipeline_run(settings: Settings, pipeline_run: str, status: str = "FINISHED") -> str:
     """Close the DAG run's parent run, so the MLflow UI shows it finished (with its duration), not running forever."""
     client, _ = _client(settings)
-    parent = pipeline_run(settings, pipeline_run)
+    parent = parent_run(settings, pipeline_run)
     client.set_terminated(parent, status)
     return parent
 
@@ -131,7 +131,7 @@ def log_stage(settings: Settings, pipeline_run: str, stage: str, release: str, s
 
     client, _ = _client(settings)
     run_id = stage_run(settings, pipeline_run, stage)
-    parent = pipeline_run(settings, pipeline_run)
+    parent = parent_run(settings, pipeline_run)
     existing = client.get_run(run_id).data.params
     params = [Param(k, v) for k, v in {"release": release, "stage": stage}.items() if k not in existing]
     client.log_batch(run_id, params=params, tags=[RunTag("prixlm.settings_digest", settings_digest(settings))])
@@ -165,7 +165,7 @@ def describe_pipeline_run(settings: Settings, pipeline_run: str, tags: dict[str,
     from mlflow.entities import Param
 
     client, _ = _client(settings)
-    parent = pipeline_run(settings, pipeline_run)
+    parent = parent_run(settings, pipeline_run)
     for key, value in tags.items():
         client.set_tag(parent, key, value)
     resolved = json.loads(redact(settings.model_dump_json()))
