@@ -114,7 +114,9 @@ def run_master(master: str, scales: list[int], databus: Path, work: Path) -> dic
     log_dir = work / "events" / name
     shutil.rmtree(log_dir, ignore_errors=True)
     log_dir.mkdir(parents=True)
+    # One plain JSON-lines file per application (Spark 4 otherwise rolls and zstd-compresses the log).
     conf = {"spark.eventLog.enabled": "true", "spark.eventLog.dir": log_dir.as_uri(), "spark.eventLog.logStageExecutorMetrics": "true",
+            "spark.eventLog.rolling.enabled": "false", "spark.eventLog.compress": "false",
             "spark.executor.processTreeMetrics.enabled": "true", "spark.executor.metrics.pollingInterval": "500ms",
             "spark.executorEnv.PYTHONPATH": str(PROJECT_ROOT)}
     cluster = standalone_cluster(work / "cluster", workers=2, cores=1, memory="2g") if master == "cluster" else nullcontext(master)
