@@ -29,7 +29,6 @@ the Single and KGE models (the issue's optional re-ranking); only Prix-LM (All) 
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import time
@@ -38,8 +37,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from jobs.evaluate import ALL, ModelFolders, default_models, evaluated_languages, model_folder
-from jobs.stage import atomic_output, require_complete, resolve_release, write_stats
-from prixlm_model.config import Settings, load_settings
+from jobs.stage import atomic_output, require_complete, stage_parser, stage_start, write_stats
+from prixlm_model.config import Settings
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -259,17 +258,13 @@ def run(settings: Settings, release: str, models: ModelFolders | None = None, da
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--release", help="release (default: acquire.release; 'latest' = newest complete split)")
+    parser = stage_parser(__doc__, dag_run="the counts and report go to its MLflow run")
     parser.add_argument("--model", type=Path, help="a Prix-LM (All) model folder (default: the release's exported model)")
     parser.add_argument("--max-queries", type=int, help="override construct.max_queries")
-    parser.add_argument("--dag-run-id", help="Airflow dag run id: the counts and report go to its MLflow run")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings = load_settings()
+    settings, release = stage_start(args)
     if args.max_queries is not None:
         settings.construct.max_queries = args.max_queries
-    release = resolve_release(settings, args.release, "split")
     stats = run(settings, release, {ALL: args.model} if args.model else None, args.dag_run_id)
     folder = settings.paths.stage_dir("predictions", release)
     for lang in stats["languages"]:

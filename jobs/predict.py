@@ -10,7 +10,6 @@ relation is refused with the closest known names.
 
 from __future__ import annotations
 
-import argparse
 import difflib
 import json
 import logging
@@ -19,8 +18,8 @@ from collections.abc import Mapping
 
 from jobs.construct import checked_model, read_table
 from jobs.evaluate import ALL, default_models, model_folder
-from jobs.stage import is_complete, require_complete, resolve_release
-from prixlm_model.config import Settings, load_settings
+from jobs.stage import is_complete, require_complete, stage_parser, stage_start
+from prixlm_model.config import Settings
 
 CLOSEST = 5  # close names suggested for an unknown one
 
@@ -71,16 +70,13 @@ def predict(settings: Settings, release: str, lang: str, subject: str, relation:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = stage_parser(__doc__)
     parser.add_argument("--lang", required=True, help="the KB's language, e.g. fr")
     parser.add_argument("--subject", required=True, help="a subject name in that language, or its IRI")
     parser.add_argument("--relation", required=True, help="a relation name in that language, or its IRI")
-    parser.add_argument("--release", help="release (default: acquire.release; 'latest' = newest complete split)")
     parser.add_argument("--top", type=int, default=10, help="objects listed (default 10)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING)
-    settings = load_settings()
-    release = resolve_release(settings, args.release, "split")
+    settings, release = stage_start(args, level=logging.WARNING)
     try:
         ranked = predict(settings, release, args.lang, args.subject, args.relation, args.top)
     except UnknownName as error:

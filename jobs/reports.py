@@ -6,8 +6,6 @@ atomically so a reader (MLflow's artifact upload, a person) never sees half a ta
 
 from __future__ import annotations
 
-import argparse
-import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -79,17 +77,12 @@ def report_main(argv: list[str] | None, doc: str, run: Callable, default_models:
 
     ``run(settings, release, models, dag_run_id)``; ``default_models(settings, release)``.
     """
-    from jobs.stage import resolve_release
-    from prixlm_model.config import load_settings
+    from jobs.stage import stage_parser, stage_start
 
-    parser = argparse.ArgumentParser(description=doc.split("\n")[0])
-    parser.add_argument("--release", help="release (default: acquire.release; 'latest' = newest complete split)")
+    parser = stage_parser(doc, dag_run="the tables go to its MLflow run")
     parser.add_argument("--model", action="append", default=[], metavar="LABEL=FOLDER", help="a model to compare (default: the base and the release's Prix-LM (All))")
-    parser.add_argument("--dag-run-id", help="Airflow dag run id: the tables go to its MLflow run")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings = load_settings()
-    release = resolve_release(settings, args.release, "split")
+    settings, release = stage_start(args)
     models = {label: Path(folder) for label, _, folder in (value.partition("=") for value in args.model)} or default_models(settings, release)
     run(settings, release, models, args.dag_run_id)
     for name in tables:

@@ -143,6 +143,22 @@ def spark_session(settings: Settings, app: str, master: str | None = None, conf:
     return builder.getOrCreate()
 
 
+def stage_parser(doc: str, upstream: str = "split", dag_run: str | None = None) -> argparse.ArgumentParser:
+    """A job's command line with what every stage shares: ``--release`` and, when ``dag_run`` says what goes there, ``--dag-run-id``."""
+    parser = argparse.ArgumentParser(description=doc.split("\n")[0])
+    parser.add_argument("--release", help=f"release (default: acquire.release; 'latest' = newest complete {upstream}/)")
+    if dag_run:
+        parser.add_argument("--dag-run-id", help=f"Airflow DAG run id: {dag_run}")
+    return parser
+
+
+def stage_start(args: argparse.Namespace, upstream: str = "split", level: int = logging.INFO) -> tuple[Settings, str]:
+    """After the arguments: logging configured, the settings loaded, ``--release`` resolved against ``upstream``."""
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = load_settings()
+    return settings, resolve_release(settings, args.release, upstream)
+
+
 def spark_stage_main(argv: list[str] | None, doc: str, stage: str, upstream: str, run: Callable, output: str | None = None,
                      artifacts: tuple[str, ...] = (), summary: Callable[[dict], dict] = lambda stats: stats) -> dict:
     """The command line every Spark job shares: pick the release, run, log the statistics to MLflow.
@@ -150,14 +166,10 @@ def spark_stage_main(argv: list[str] | None, doc: str, stage: str, upstream: str
     ``run(spark, settings, release) -> stats``; ``artifacts`` are files of the stage's output
     folder (``output``, default ``stage``) logged with the statistics when a DAG run id is given.
     """
-    parser = argparse.ArgumentParser(description=doc.split("\n")[0])
-    parser.add_argument("--release", help=f"release (default: acquire.release; 'latest' = newest under {upstream}/)")
+    parser = stage_parser(doc, upstream, dag_run="the statistics go to its MLflow run")
     parser.add_argument("--master", help="Spark master when not run by spark-submit (default: spark.master)")
-    parser.add_argument("--dag-run-id", help="Airflow DAG run id: the statistics go to its MLflow run")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings = load_settings()
-    release = resolve_release(settings, args.release, upstream)
+    settings, release = stage_start(args, upstream)
     if args.dag_run_id:  # before the heavy work, not after it (reliability #27)
         from prixlm_model.tracking import require_reachable
 

@@ -44,6 +44,7 @@ def train_and_evaluate(
     settings: EvalSettings,
     checkpoint_dir: str | Path | None = None,
     extra_entities: Sequence[str] = (),
+    extra_triples: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Train ``model`` ("TransE" or "RotatE") on ``train`` with early stopping on ``valid``; score ``test``.
 
@@ -53,23 +54,27 @@ def train_and_evaluate(
 
     ``extra_entities`` are numbered too (for example every candidate of the language, so that
     the model ranks the same candidate set as Prix-LM); those in no triple keep random embeddings.
+    So are the entities and relations of ``extra_triples`` (for example every test triple when
+    ``test`` is a sample of them), which the caller may then rank with the returned model.
     """
     from pykeen.pipeline import pipeline
     from pykeen.triples import TriplesFactory
 
     if len(valid) == 0 or len(test) == 0:
         raise ValueError("baselines need validation triples (early stopping) and test triples")
-    every = np.concatenate([train, valid, test])
+    every = np.concatenate([train, valid, test, *([] if extra_triples is None else [extra_triples])])
     entity_to_id = {label: index for index, label in enumerate(sorted({*every[:, 0], *every[:, 2], *extra_entities}))}
     relation_to_id = {label: index for index, label in enumerate(sorted(set(every[:, 1])))}
 
     def factory(triples: np.ndarray) -> TriplesFactory:
         return TriplesFactory.from_labeled_triples(triples, entity_to_id=entity_to_id, relation_to_id=relation_to_id)
 
+    stopping = valid_sample(valid, settings.baseline_valid_max, settings.seed)
+
     with tempfile.TemporaryDirectory(dir=checkpoint_dir) as scratch:
         result = pipeline(
             training=factory(train),
-            validation=factory(valid),
+            validation=factory(stopping),
             testing=factory(test),
             model=model,
             model_kwargs={"embedding_dim": settings.baseline_dim},
@@ -89,7 +94,9 @@ def train_and_evaluate(
             },
             evaluator="rankbased",
             evaluator_kwargs={"filtered": True},
-            evaluation_kwargs={"targets": ("tail",), "batch_size": settings.baseline_eval_batch_size},
+            # The test ranks are filtered with every validation triple, not only the stopper's sample.
+            evaluation_kwargs={"targets": ("tail",), "batch_size": settings.baseline_eval_batch_size,
+                               "additional_filter_triples": [factory(valid).mapped_triples]},
             filter_validation_when_testing=True,
             random_seed=settings.seed,
             device="cpu",
@@ -107,12 +114,20 @@ def train_and_evaluate(
         "best_valid_mrr": result.stopper.best_metric,
         "stopped_early": result.stopper.stopped,
         "train_triples": len(train),
+        "valid_triples_scored": len(stopping),
         "test_triples": len(test),
         "entities": len(entity_to_id),
         "tie_policy": TIE_POLICY,
         "filtered_with": "train+valid+test",
         "settings": {key: value for key, value in settings.model_dump().items() if key.startswith("baseline_") or key == "seed"},
     }
+
+
+def valid_sample(valid: np.ndarray, limit: int, seed: int) -> np.ndarray:
+    """At most ``limit`` validation triples (0: all), a fixed random choice kept in file order."""
+    if not limit or len(valid) <= limit:
+        return valid
+    return valid[np.sort(np.random.default_rng(seed).choice(len(valid), limit, replace=False))]
 
 
 def tail_metrics(metric_results: Any, hits_at: Sequence[int]) -> dict[str, float]:

@@ -269,6 +269,8 @@ class EvalSettings(_Section):
     baseline_patience: int = Field(3, ge=1)  # validations without a relative MRR gain of baseline_min_delta before stopping
     baseline_min_delta: float = Field(0.01, ge=0)  # relative validation MRR improvement that counts as progress
     baseline_batch_size: int = Field(1024, ge=1)  # training batch size
+    baseline_every_test: bool = False  # also rank TransE/RotatE on every test triple when max_test_queries caps the queries (a published benchmark's protocol; PyKEEN scores ~0.3-1 M pairs/s on a CPU: minutes per language)
+    baseline_valid_max: int = Field(0, ge=0)  # validation triples early stopping scores (a fixed random sample; 0: every one): PyKEEN's ranking of a whole valid split can cost more than the training
     baseline_eval_batch_size: int = Field(16, ge=1)  # queries scored at once: RotatE materialises queries x entities x dim floats
     baseline_lr: float = Field(0.001, gt=0)  # Adam learning rate
     baseline_negatives: int = Field(16, ge=1)  # negative samples per positive (basic sampler, corrupting heads and tails)

@@ -25,11 +25,14 @@ def read(name: str) -> np.ndarray:
 @pytest.mark.parametrize("model", ["TransE", "RotatE"])
 def test_baseline_metrics_are_filtered_tail_realistic_ranks(model: str, tmp_path: Path) -> None:
     train, valid, test = read("train.txt"), read("valid.txt"), read("test.txt")
-    settings = EvalSettings(baseline_dim=16, baseline_max_epochs=4, baseline_eval_every=2, baseline_patience=1, baseline_batch_size=256)
+    # Early stopping scores a sample of 50 validation triples; the test ranks are still filtered with every one (checked below).
+    settings = EvalSettings(baseline_dim=16, baseline_max_epochs=4, baseline_eval_every=2, baseline_patience=1, baseline_batch_size=256,
+                            baseline_valid_max=50)
     result = train_and_evaluate(model, train, valid, test, settings, checkpoint_dir=tmp_path)
 
     assert result["epochs"] == 4 and result["train_seconds"] > 0 and result["test_triples"] == len(test)
     assert result["tie_policy"] == "realistic" and result["filtered_with"] == "train+valid+test"
+    assert result["valid_triples_scored"] == 50 < len(valid)
 
     entity, relation = result["entity_to_id"], result["relation_to_id"]
     known: dict[tuple[int, int], set[int]] = {}

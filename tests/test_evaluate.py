@@ -32,7 +32,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory):
         # Full ranks on a few queries with a small search budget: their exactness is tests/test_evaluation.py's subject.
         "eval": {"beam_size": 4, "max_test_queries": 8, "filter_in_search": True, "baseline_dim": 8, "baseline_max_epochs": 4,
                  "baseline_eval_every": 2, "baseline_patience": 1, "baseline_batch_size": 256,
-                 "full_rank_max_queries": 3, "full_rank_max_hypotheses": 128},
+                 "full_rank_max_queries": 3, "full_rank_max_hypotheses": 128, "baseline_every_test": True},
     })
     dbp15k_split(settings, RELEASE, triples_per_lang=300)
     base = ensure_base_model(settings)
@@ -59,6 +59,10 @@ def test_report_has_every_model_and_language_and_reaches_mlflow(setup) -> None:
         assert set(report["filter_in_search_effect"][lang]) == {ALL, SINGLE}
     trained = [row for row in rows if row["model"] in ("TransE", "RotatE")]
     assert all(row["train_seconds"] > 0 and "epochs" in row["training"] for row in trained)
+    for row in trained:  # the 8 queries are a sample: the baselines are ranked on every test triple as well
+        assert row["every_test_queries"] == report["split"][row["lang"]]["test_triples"] > 8
+        assert 0 <= row["every_test_hits@1"] <= row["every_test_hits@10"] <= 1 and row["every_test_mrr"] >= row["every_test_hits@1"]
+    assert not any("every_test_queries" in row for row in report["rows"] if row["model"] in (ALL, SINGLE))  # a beam search per triple: not here
 
     folder = settings.paths.stage_dir("reports", RELEASE)
     with open(folder / "link_prediction.csv", encoding="utf-8") as table:
@@ -76,11 +80,13 @@ def test_report_has_every_model_and_language_and_reaches_mlflow(setup) -> None:
     assert {"link_prediction.csv", "link_prediction.md"} <= artifacts
 
     # A re-run (other settings) replaces the files whole and reuses the same MLflow child run.
-    smaller = settings.model_copy(update={"eval": settings.eval.model_copy(update={"max_test_queries": 3, "filter_in_search": False, "baselines": ["TransE"]})})
+    smaller = settings.model_copy(update={"eval": settings.eval.model_copy(update={"max_test_queries": 3, "filter_in_search": False, "baselines": ["TransE"],
+                                                                                  "baseline_every_test": False})})
     again = run(smaller, RELEASE, {ALL: models[ALL]}, dag_run_id="test-evaluate")
     assert again["mlflow_run_id"] == report["mlflow_run_id"]
     written = json.loads((folder / "link_prediction.json").read_text())
     assert {(row["model"], row["queries"]) for row in written["rows"]} == {(ALL, 3), ("TransE", 3)}
+    assert not any("every_test_queries" in row for row in written["rows"])  # off: the capped queries only
     with open(folder / "link_prediction.csv", encoding="utf-8") as table:
         assert len(list(csv.DictReader(table))) == 4
     assert sorted(p.name for p in folder.iterdir()) == ["link_prediction.csv", "link_prediction.json", "link_prediction.md"]
@@ -123,6 +129,7 @@ def test_kge_ranks_filter_like_prixlm() -> None:
     result = {"entity_to_id": entity, "relation_to_id": {"r": 0}, "kge_model": _Scores([scores, scores])}
     queries = pa.table({"s_iri": ["s", "t"], "p_iri": ["r", "r"], "o_iri": ["c", "e"]})
     truths = {("s", "r"): {"a", "c"}}  # a is true too: filtered; d ties with c: half
-    ranks = kge_ranks(result, queries, truths, candidate_iris=["a", "b", "c", "d"])
+    ranks, unfiltered = kge_ranks(result, queries, [truths, {}], candidate_iris=["a", "b", "c", "d"])
     assert ranks[0] == 1 + 1 + 0.5  # b better, d tied, a filtered
-    assert math.isinf(ranks[1])  # gold e is not a candidate: a miss, as for Prix-LM
+    assert unfiltered[0] == 1 + 2 + 0.5  # the same scores under another filter: a counts
+    assert math.isinf(ranks[1]) and math.isinf(unfiltered[1])  # gold e is not a candidate: a miss, as for Prix-LM
