@@ -15,7 +15,7 @@
 
 It prints the table and the ratio Hits@1 Prix-LM (All) / KEnS per language (the named baseline,
 published, on the train filter), and writes ``<data_root>/reports/benchmarks/published.json``
-(and the table as ``published.md``). ``BUDGET`` is what 2 idle CPU cores afford in about an hour: a
+(and the table as ``published.md``). ``BUDGET`` is what 2 idle CPU cores afford in about 90 minutes: a
 few hundred optimizer steps, K = 50 on a sample of test queries (TransE and RotatE also on every
 test triple), capped KGE training; far from the paper's budget (K = 50 over every test triple,
 5 epochs of batch 1,024); ``profiles/gpu.toml`` sizes the real run.
@@ -41,8 +41,9 @@ from prixlm_model.config import load_settings
 
 BENCHMARK = "dbp-5l"
 LANGUAGES = ("el", "en", "es", "fr", "ja")
-# The CPU budget: what 2 idle cores afford in about an hour (measured 2026-11-30: Prix-LM about 30
-# optimizer steps of 32 a minute plus about a minute to start each training; PyKEEN here trains an
+# The CPU budget: what 2 idle cores afford in about an hour and a half (measured 2026-11-30: 38 min
+# of training, Prix-LM about 12 optimizer steps of 32 a minute in one process plus about a minute
+# to start and export each model; 50 min of evaluation, half of it RotatE; PyKEEN here trains an
 # epoch of en in 4 s (TransE) and 10 s (RotatE) but scores only 1.1 M (TransE) and 0.3 M (RotatE)
 # (query, entity) pairs a second, so a validation pass over all of en's 24,051 valid triples would
 # cost about 5 and 19 minutes: early stopping scores a fixed sample of them instead). That is no
